@@ -1,0 +1,30 @@
+# Two set-up commands: `make demo` and `make test`. Both create .venv from nothing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench lint clean
+
+$(BIN)/.jaxgap-installed: pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "jaxgap needs Python 3.11+"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.jaxgap-installed
+	$(BIN)/python examples/demo.py
+
+lint: $(BIN)/.jaxgap-installed
+	$(BIN)/ruff check jaxgap tests benchmarks examples
+
+test: lint
+	$(BIN)/python -m pytest -q -m "not x64"
+	JAX_ENABLE_X64=1 $(BIN)/python -m pytest -q -m x64
+
+bench: $(BIN)/.jaxgap-installed
+	$(BIN)/python benchmarks/empirical_denoiser.py
+	$(BIN)/python benchmarks/empirical_memory.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,113 @@
+"""Input validation at the public boundary (outside jit).
+
+Shape checks run on tracers too (shapes are static); value checks (finite, positive) run only
+on concrete arrays, so they never force a host sync inside a traced function.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(x) -> bool:
+    """True when ``x`` holds values (not a tracer inside jit/vmap/grad)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _shape_str(shape) -> str:
+    return "[" + ", ".join(str(s) for s in shape) + "]"
+
+
+def float_array(x, name: str, *, ndim: int | None = None, min_ndim: int | None = None,
+                dim: int | None = None, allow_empty: bool = False, finite: bool = True):
+    """Return ``x`` as a floating JAX array after checking rank, last dimension and values.
+
+    Args:
+      x: array-like.
+      name: the argument's name, used in the error message.
+      ndim: required rank, or None.
+      min_ndim: smallest allowed rank, or None.
+      dim: required size of the last axis, or None.
+      allow_empty: whether a zero-size leading axis is accepted.
+      finite: check that every value is finite (concrete arrays only).
+    """
+    if x is None:
+        raise ValueError(f"{name}: expected an array, got None")
+    if not isinstance(x, jax.Array):
+        try:
+            x = np.asarray(x)
+        except Exception as err:  # pragma: no cover - numpy's own message is kept
+            raise ValueError(f"{name}: expected an array, got {type(x).__name__}") from err
+        if x.dtype == object:
+            raise ValueError(f"{name}: expected a numeric array, got {type(x).__name__} of objects")
+    shape = tuple(x.shape)
+    if ndim is not None and len(shape) != ndim:
+        raise ValueError(f"{name}: expected rank {ndim}, got shape {_shape_str(shape)}")
+    if min_ndim is not None and len(shape) < min_ndim:
+        raise ValueError(f"{name}: expected rank >= {min_ndim}, got shape {_shape_str(shape)}")
+    if dim is not None and (len(shape) == 0 or shape[-1] != dim):
+        raise ValueError(f"{name}: expected last dimension d = {dim}, got shape {_shape_str(shape)}")
+    if not allow_empty and any(s == 0 for s in shape):
+        raise ValueError(f"{name}: expected a non-empty array, got shape {_shape_str(shape)}")
+    if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)
+            or x.dtype == bool):
+        raise ValueError(f"{name}: expected a real numeric array, got dtype {x.dtype}")
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    if finite and is_concrete(x) and x.size and not bool(jnp.all(jnp.isfinite(x))):
+        bad = int(jnp.size(x) - jnp.sum(jnp.isfinite(x)))
+        raise ValueError(f"{name}: expected finite values, got {bad} NaN or inf entries")
+    return x
+
+
+def sigma_array(sigma, name: str, batch_shape: tuple[int, ...], dtype=None):
+    """Check a noise level against a batch shape; return it broadcast to ``batch_shape``.
+
+    ``sigma`` may be a scalar or any array whose broadcast with ``batch_shape`` is
+    ``batch_shape`` itself (never a silent enlargement of the batch). Values must be finite
+    and > 0 (checked on concrete arrays).
+    """
+    if sigma is None:
+        raise ValueError(f"{name}: expected a positive noise level, got None")
+    sig = sigma if isinstance(sigma, jax.Array) else np.asarray(sigma)
+    if not (jnp.issubdtype(sig.dtype, jnp.floating) or jnp.issubdtype(sig.dtype, jnp.integer)):
+        raise ValueError(f"{name}: expected a real number or array, got dtype {sig.dtype}")
+    try:
+        out_shape = jnp.broadcast_shapes(tuple(sig.shape), tuple(batch_shape))
+    except ValueError:
+        out_shape = None
+    if out_shape != tuple(batch_shape):
+        raise ValueError(
+            f"{name}: expected a scalar or shape broadcastable to the batch shape "
+            f"{_shape_str(batch_shape)} (x.shape[:-1]), got shape {_shape_str(sig.shape)}")
+    sig = jnp.asarray(sig, dtype=dtype if dtype is not None else jnp.result_type(float))
+    if is_concrete(sig):
+        if not bool(jnp.all(jnp.isfinite(sig))):
+            raise ValueError(f"{name}: expected finite values, got NaN or inf")
+        if not bool(jnp.all(sig > 0)):
+            raise ValueError(f"{name}: expected values > 0, got min {float(jnp.min(sig))!r}")
+    return jnp.broadcast_to(sig, batch_shape)
+
+
+def positive_int(value, name: str, *, minimum: int = 1) -> int:
+    """Check an integer hyper-parameter (e.g. a chunk size)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def positive_float(value, name: str, *, allow_zero: bool = False) -> float:
+    """Check a scalar float hyper-parameter."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name}: expected a real number, got {value!r}") from err
+    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name}: expected a finite number {bound}, got {value!r}")
+    return v
