@@ -1,1 +1,27 @@
-"""jaxgap."""
+"""jaxgap: memorization and generalization in diffusion models, measured exactly in JAX.
+
+Subpackages: :mod:`jaxgap.noise` (EDM noise grids, preconditioning, conversions),
+:mod:`jaxgap.data` (datasets), :mod:`jaxgap.denoisers` (closed-form optimal denoisers).
+"""
+
+from jaxgap import data, denoisers, noise
+from jaxgap.denoisers import (
+    EmpiricalDenoiser,
+    GaussianDenoiser,
+    GMMDenoiser,
+    score,
+    velocity,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EmpiricalDenoiser",
+    "GMMDenoiser",
+    "GaussianDenoiser",
+    "data",
+    "denoisers",
+    "noise",
+    "score",
+    "velocity",
+]

@@ -48,7 +48,8 @@ def float_array(x, name: str, *, ndim: int | None = None, min_ndim: int | None =
     if min_ndim is not None and len(shape) < min_ndim:
         raise ValueError(f"{name}: expected rank >= {min_ndim}, got shape {_shape_str(shape)}")
     if dim is not None and (len(shape) == 0 or shape[-1] != dim):
-        raise ValueError(f"{name}: expected last dimension d = {dim}, got shape {_shape_str(shape)}")
+        raise ValueError(
+            f"{name}: expected last dimension d = {dim}, got shape {_shape_str(shape)}")
     if not allow_empty and any(s == 0 for s in shape):
         raise ValueError(f"{name}: expected a non-empty array, got shape {_shape_str(shape)}")
     if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)

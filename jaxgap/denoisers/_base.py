@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxgap._checks import float_array, sigma_array
+from jaxgap._checks import _shape_str, float_array, sigma_array
 
 
 class Pytree:
@@ -55,9 +55,18 @@ class Pytree:
         for f in self._fields:
             v = getattr(self, f)
             shape = getattr(v, "shape", None)
-            parts.append(f"{f}={'[' + ', '.join(map(str, shape)) + ']' if shape is not None else v!r}")
+            parts.append(f"{f}={_shape_str(shape) if shape is not None else repr(v)}")
         parts += [f"{s}={getattr(self, s)!r}" for s in self._static]
         return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def compiled(method_name: str):
+    """``jax.jit`` of ``obj.<method_name>(*args)`` with the object passed as a pytree.
+
+    Eager calls then run one compiled program per shape instead of dispatching op by op;
+    inside a caller's jit/vmap/grad the inner jit is simply inlined.
+    """
+    return jax.jit(lambda obj, *args: getattr(obj, method_name)(*args))
 
 
 class Denoiser(Pytree):

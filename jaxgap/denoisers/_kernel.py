@@ -1,0 +1,245 @@
+"""Streaming, exact softmax-attention kernel behind the empirical optimal denoiser.
+
+For queries ``x_m`` with temperatures ``v_m`` (a variance, ``sigma^2`` for the empirical
+denoiser) and points ``y_i`` it computes the posterior
+
+.. math::
+    w_{mi} = \\operatorname{softmax}_i\\Big(-\\frac{|x_m - y_i|^2}{2 v_m}\\Big), \\qquad
+    \\bar y_m = \\sum_i w_{mi} y_i,
+
+together with the log-normaliser, the largest weight and ``sum_i w_mi^2``.
+
+Speed: the logits are ``(x . y - |y|^2 / 2) / v`` up to a per-query constant, so the work is
+two matmuls per chunk of points (``X Y_c^T`` and ``P_c Y_c``) and one ``exp``: attention.
+Points are streamed in chunks with an online log-sum-exp, so memory is ``O(M * chunk)``
+beyond the data itself, whatever the number of points ``N``.
+
+Exactness: in float32 the matmul form cancels catastrophically when a query is close to
+several points at once (``|x|^2 - 2 x.y + |y|^2`` loses all digits at small ``v``). The kernel
+therefore keeps, per query, the ``num_exact`` points with the largest approximate logits and
+re-evaluates their logits exactly *relative to the best one*, using
+
+.. math:: |x - y_k|^2 - |x - y_r|^2 = (y_k - y_r) \\cdot (y_k + y_r - 2x),
+
+where ``y_k + y_r - 2x`` is formed with error-free transformations (TwoSum), so the small
+difference of two near-equal distances is obtained without cancellation. Their weights then
+replace the approximate ones in the accumulated sums. Points outside the candidate set carry
+weights below ``exp(-gap)`` of the best, so their (small, relative) logit errors do not matter.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+
+class Posterior(NamedTuple):
+    """Posterior summaries of the empirical kernel for ``M`` queries.
+
+    Attributes:
+      mean: ``[M, d]`` posterior mean ``sum_i w_i y_i``.
+      log_normalizer: ``[M]`` ``log sum_i exp(logit_i)`` with
+        ``logit_i = -|x - y_i|^2 / (2 v)`` (the query's own ``|x|^2`` included).
+      max_weight: ``[M]`` largest posterior weight.
+      sum_sq_weights: ``[M]`` ``sum_i w_i^2``; ``1 / sum_sq_weights`` is the effective number
+        of contributing points.
+    """
+
+    mean: jax.Array
+    log_normalizer: jax.Array
+    max_weight: jax.Array
+    sum_sq_weights: jax.Array
+
+
+def _two_sum(a, b):
+    """Error-free sum: ``a + b = s + e`` exactly (Knuth's TwoSum, no branch)."""
+    s = a + b
+    bb = s - a
+    e = (a - (s - bb)) + (b - bb)
+    return s, e
+
+
+def _exact_row_sum(p, small):
+    """``sum(p) + sum(small)`` over the last axis with ``sum(p)`` error-free.
+
+    Rump's extraction: with ``c`` a power of two ``>= 2^m * max|p|`` and ``2^m >= d + 2``,
+    ``hi = (c + p) - c`` is ``p`` rounded to a grid on which every partial sum of ``hi`` is
+    representable, so ``sum(hi)`` is exact in any order, and ``lo = p - hi`` is exact and
+    tiny (``|lo| <= eps * c``). ``lo`` and ``small`` (already ``~eps`` relative) are summed
+    plainly. Compilers keep ``(c + p) - c``: XLA does not reassociate floats without
+    fast-math.
+    """
+    d = p.shape[-1]
+    m = int(np.ceil(np.log2(d + 2)))
+    _, expo = jnp.frexp(jnp.max(jnp.abs(p), axis=-1, keepdims=True))
+    c = jnp.ldexp(jnp.ones((), p.dtype), expo + m)
+    hi = (c + p) - c
+    lo = p - hi
+    return jnp.sum(hi, axis=-1) + (jnp.sum(lo, axis=-1) + jnp.sum(small, axis=-1))
+
+
+def _split(a):
+    """Split floats into a high part with half the mantissa bits and an exact remainder.
+
+    Done by masking bits (not Veltkamp's ``c * a`` trick), so a compiler that contracts
+    multiply-adds into FMAs cannot break it. Products of two high or low parts are exact.
+    """
+    if a.dtype == jnp.float32:
+        utype, mask = np.uint32, 0xFFFFF000  # keep 12 significant bits
+    elif a.dtype == jnp.float64:
+        utype, mask = np.uint64, 0xFFFFFFFFF8000000  # keep 26 significant bits
+    else:
+        raise TypeError(f"exact kernels support float32 and float64, got {a.dtype}")
+    hi = lax.bitcast_convert_type(lax.bitcast_convert_type(a, utype) & utype(mask), a.dtype)
+    return hi, a - hi
+
+
+def _two_prod(a, b):
+    """Error-free product (Dekker): ``a * b = p + e`` exactly, barring under/overflow."""
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, e
+
+
+def exact_sq_dist_diff(x, y, y_ref):
+    """Accurate ``|x - y|^2 - |x - y_ref|^2`` for broadcastable ``[..., d]`` arrays.
+
+    Uses ``(y - y_ref) . (y + y_ref - 2x)`` in double-word arithmetic: both factors are
+    formed exactly as unevaluated sums ``a + a_lo`` and ``b + b_lo`` with error-free
+    transformations (TwoSum), the leading products exactly (TwoProd), and the products are
+    summed error-free (:func:`_exact_row_sum`). The absolute error is ``~ eps^2 * sum|a b|`` plus
+    ``eps * |result|``, instead of ``eps * |x|^2`` for the matmul form, so the small
+    difference of two near-equal distances (a query halfway between two points) is resolved.
+    Returns ``[...]``; exactly zero where ``y`` is ``y_ref``.
+    """
+    a, a_lo = _two_sum(y, -y_ref)
+    s, e = _two_sum(y, y_ref)
+    b, f = _two_sum(s, -2.0 * x)
+    b_lo = e + f
+    p, p_err = _two_prod(a, b)
+    return _exact_row_sum(p, p_err + (a * b_lo + a_lo * b))
+
+
+def _posterior_block(x, inv_var, y, y_half_sq, *, chunk_size, num_exact):
+    """Posterior for one block of queries ``x [B, d]`` with ``inv_var [B]`` (= 1 / v).
+
+    Every point is accumulated exactly once, from one value of its logit: either in the
+    bulk sums of its chunk, or (a chunk's ``num_exact`` best, kept aside by index) when it
+    is displaced from the running candidate set, or at the end with its exact logit. XLA may
+    compute the logits in several fusions with different roundings (~|x.y| / v ulps, whole
+    units at small v), so no step relies on two computations of a logit agreeing.
+    """
+    n, _ = y.shape
+    bsz = x.shape[0]
+    dtype = x.dtype
+    chunk = min(chunk_size, n)
+    num_chunks = -(-n // chunk)
+    k_top = min(num_exact, n)
+    k_chunk = min(k_top, chunk)
+    hi = lax.Precision.HIGHEST
+    rows = jnp.arange(bsz)[:, None]
+
+    def accumulate(z, z2, s, w, y_rows):
+        """Add weights ``w [B, K]`` of gathered points ``y_rows [B, K, d]``."""
+        return (z + jnp.sum(w, axis=1), z2 + jnp.sum(w * w, axis=1),
+                s + jnp.einsum("bk,bkd->bd", w, y_rows, precision=hi))
+
+    def body(c, carry):
+        m, z, z2, s, top_v, top_i = carry
+        start_nominal = c * chunk
+        start = jnp.minimum(start_nominal, n - chunk)  # last chunk overlaps; mask repeats
+        y_c = lax.dynamic_slice_in_dim(y, start, chunk, axis=0)
+        h_c = lax.dynamic_slice_in_dim(y_half_sq, start, chunk, axis=0)
+        idx = start + jnp.arange(chunk, dtype=jnp.int32)
+        logits = (jnp.dot(x, y_c.T, precision=hi) - h_c[None, :]) * inv_var[:, None]
+        logits = jnp.where((idx >= start_nominal)[None, :], logits, -jnp.inf)
+        m_new = jnp.maximum(m, jnp.max(logits, axis=1))
+        scale = jnp.exp(m - m_new)
+        z, z2, s = z * scale, z2 * scale * scale, s * scale[:, None]
+        if k_top == 0:
+            p = jnp.exp(logits - m_new[:, None])
+            return (m_new, z + jnp.sum(p, axis=1), z2 + jnp.sum(p * p, axis=1),
+                    s + jnp.dot(p, y_c, precision=hi), top_v, top_i)
+        cv, ci = lax.top_k(logits, k_chunk)
+        keep_aside = jnp.zeros(logits.shape, bool).at[rows, ci].set(True)
+        p = jnp.where(keep_aside, 0.0, jnp.exp(logits - m_new[:, None]))
+        z, z2 = z + jnp.sum(p, axis=1), z2 + jnp.sum(p * p, axis=1)
+        s = s + jnp.dot(p, y_c, precision=hi)
+        # Merge the chunk's best into the running candidates; accumulate the displaced ones.
+        all_v = jnp.concatenate([top_v, cv], axis=1)
+        all_i = jnp.concatenate([top_i, idx[ci]], axis=1)
+        order = jnp.argsort(-all_v, axis=1)
+        all_v = jnp.take_along_axis(all_v, order, axis=1)
+        all_i = jnp.take_along_axis(all_i, order, axis=1)
+        out_v, out_i = all_v[:, k_top:], all_i[:, k_top:]
+        z, z2, s = accumulate(z, z2, s, jnp.exp(out_v - m_new[:, None]), y[out_i])
+        return m_new, z, z2, s, all_v[:, :k_top], all_i[:, :k_top]
+
+    init = (
+        jnp.full((bsz,), -jnp.inf, dtype),
+        jnp.zeros((bsz,), dtype),
+        jnp.zeros((bsz,), dtype),
+        jnp.zeros(x.shape, dtype),
+        jnp.full((bsz, k_top), -jnp.inf, dtype),
+        jnp.zeros((bsz, k_top), jnp.int32),
+    )
+    m, z, z2, s, top_v, top_i = lax.fori_loop(0, num_chunks, body, init)
+
+    if k_top > 0:
+        # The candidates' logits, exactly, relative to the best candidate (index 0). Logits
+        # are large numbers (|x.y| / v); everything here works with differences to the
+        # running max m, which are small, so no absolute logit is rounded again.
+        y_cand = y[top_i]  # [B, K, d]
+        shift = exact_sq_dist_diff(x[:, None, :], y_cand, y_cand[:, :1, :])
+        exact_rel = (top_v[:, :1] - m[:, None]) - 0.5 * shift * inv_var[:, None]
+        exact_rel = jnp.where(jnp.isfinite(top_v), exact_rel, -jnp.inf)  # unfilled slots
+        u_max = jnp.maximum(jnp.max(exact_rel, axis=1), 0.0)
+        rescale = jnp.exp(-u_max)
+        beta = jnp.exp(exact_rel - u_max[:, None])
+        z, z2, s = accumulate(z * rescale, z2 * rescale * rescale, s * rescale[:, None],
+                              beta, y_cand)
+        m = m + u_max
+        top = jnp.max(beta, axis=1)
+    else:
+        top = jnp.ones_like(z)
+    mean = s / z[:, None]
+    log_z = m + jnp.log(z)
+    return Posterior(mean, log_z, top / z, z2 / (z * z))
+
+
+def posterior(x, var, y, y_half_sq, *, chunk_size=2048, query_block=1024, num_exact=8):
+    """Exact streaming posterior of the points ``y`` for queries ``x`` at variances ``var``.
+
+    Args:
+      x: ``[M, d]`` queries.
+      var: ``[M]`` positive temperatures (``sigma^2`` for the empirical denoiser).
+      y: ``[N, d]`` points (the training set).
+      y_half_sq: ``[N]`` ``|y_i|^2 / 2``, precomputed once.
+      chunk_size: number of points per streamed chunk.
+      query_block: number of queries evaluated together (bounds the ``[B, chunk]`` logits).
+      num_exact: candidates per query whose logits are re-evaluated exactly.
+
+    Returns:
+      :class:`Posterior` with ``[M, ...]`` fields; ``log_normalizer`` includes ``-|x|^2/2v``.
+    """
+    m_q = x.shape[0]
+    inv_var = 1.0 / var
+    run = lambda xb, ivb: _posterior_block(  # noqa: E731
+        xb, ivb, y, y_half_sq, chunk_size=chunk_size, num_exact=num_exact)
+    if m_q <= query_block:
+        out = run(x, inv_var)
+    else:
+        nb = -(-m_q // query_block)
+        pad = nb * query_block - m_q
+        xp = jnp.pad(x, ((0, pad), (0, 0))).reshape(nb, query_block, -1)
+        ivp = jnp.pad(inv_var, (0, pad), constant_values=1.0).reshape(nb, query_block)
+        out = lax.map(lambda a: run(*a), (xp, ivp))
+        out = jax.tree.map(lambda t: t.reshape((nb * query_block,) + t.shape[2:])[:m_q], out)
+    x_half_sq = 0.5 * jnp.sum(x * x, axis=-1)
+    return out._replace(log_normalizer=out.log_normalizer - x_half_sq * inv_var)
