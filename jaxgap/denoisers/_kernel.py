@@ -63,6 +63,11 @@ def _two_sum(a, b):
     return s, e
 
 
+def _dot_sum(v):
+    """Sum over the last axis as a dot product with ones (XLA fuses producers into it)."""
+    return jnp.dot(v, jnp.ones(v.shape[-1], v.dtype), precision=lax.Precision.HIGHEST)
+
+
 def _exact_row_sum(p, small):
     """``sum(p) + sum(small)`` over the last axis with ``sum(p)`` error-free.
 
@@ -70,16 +75,19 @@ def _exact_row_sum(p, small):
     ``hi = (c + p) - c`` is ``p`` rounded to a grid on which every partial sum of ``hi`` is
     representable, so ``sum(hi)`` is exact in any order, and ``lo = p - hi`` is exact and
     tiny (``|lo| <= eps * c``). ``lo`` and ``small`` (already ``~eps`` relative) are summed
-    plainly. Compilers keep ``(c + p) - c``: XLA does not reassociate floats without
+    plainly. ``|p|_2 >= max|p|`` is used for the bound (a dot product, cheaper than a max
+    reduction on CPU); it loosens ``c`` by at most ``sqrt(d)``, which costs nothing
+    measurable. Compilers keep ``(c + p) - c``: XLA does not reassociate floats without
     fast-math.
     """
     d = p.shape[-1]
     m = int(np.ceil(np.log2(d + 2)))
-    _, expo = jnp.frexp(jnp.max(jnp.abs(p), axis=-1, keepdims=True))
+    norm = jnp.sqrt(jnp.einsum("...d,...d->...", p, p, precision=lax.Precision.HIGHEST))
+    _, expo = jnp.frexp(norm[..., None] * 1.001)
     c = jnp.ldexp(jnp.ones((), p.dtype), expo + m)
     hi = (c + p) - c
     lo = p - hi
-    return jnp.sum(hi, axis=-1) + (jnp.sum(lo, axis=-1) + jnp.sum(small, axis=-1))
+    return _dot_sum(hi) + _dot_sum(lo + small)
 
 
 def _split(a):
@@ -126,6 +134,25 @@ def exact_sq_dist_diff(x, y, y_ref):
     return _exact_row_sum(p, p_err + (a * b_lo + a_lo * b))
 
 
+def _top_k(logits, k):
+    """Exact ``lax.top_k(logits, k)`` along the last axis, in two levels.
+
+    The row is cut into groups of 16; the ``k`` best elements lie in the ``k`` groups with
+    the largest maxima, so a top-k of group maxima and a top-k of those groups' members
+    give the same answer (values and indices, ties aside) at about half the cost on CPU.
+    """
+    rows, cols = logits.shape
+    group = 16
+    if cols % group or cols // group < k:
+        return lax.top_k(logits, k)
+    grouped = logits.reshape(rows, cols // group, group)
+    _, gi = lax.top_k(jnp.max(grouped, axis=-1), k)
+    members = jnp.take_along_axis(grouped, gi[:, :, None], axis=1).reshape(rows, k * group)
+    values, pos = lax.top_k(members, k)
+    index = (gi[:, :, None] * group + jnp.arange(group)).reshape(rows, k * group)
+    return values, jnp.take_along_axis(index, pos, axis=1)
+
+
 def _posterior_block(x, inv_var, y, y_half_sq, *, chunk_size, num_exact):
     """Posterior for one block of queries ``x [B, d]`` with ``inv_var [B]`` (= 1 / v).
 
@@ -144,6 +171,11 @@ def _posterior_block(x, inv_var, y, y_half_sq, *, chunk_size, num_exact):
     k_chunk = min(k_top, chunk)
     hi = lax.Precision.HIGHEST
     rows = jnp.arange(bsz)[:, None]
+
+    def rows_of(idx):
+        """``y[idx]`` for ``idx [B, K]`` in bounds (``mode="clip"``: a plain row copy,
+        several times faster on CPU than the default out-of-bounds-checking gather)."""
+        return jnp.take(y, idx.reshape(-1), axis=0, mode="clip").reshape(idx.shape + y.shape[1:])
 
     def accumulate(z, z2, s, w, y_rows):
         """Add weights ``w [B, K]`` of gathered points ``y_rows [B, K, d]``."""
@@ -166,7 +198,7 @@ def _posterior_block(x, inv_var, y, y_half_sq, *, chunk_size, num_exact):
             p = jnp.exp(logits - m_new[:, None])
             return (m_new, z + jnp.sum(p, axis=1), z2 + jnp.sum(p * p, axis=1),
                     s + jnp.dot(p, y_c, precision=hi), top_v, top_i)
-        cv, ci = lax.top_k(logits, k_chunk)
+        cv, ci = _top_k(logits, k_chunk)
         keep_aside = jnp.zeros(logits.shape, bool).at[rows, ci].set(True)
         p = jnp.where(keep_aside, 0.0, jnp.exp(logits - m_new[:, None]))
         z, z2 = z + jnp.sum(p, axis=1), z2 + jnp.sum(p * p, axis=1)
@@ -178,7 +210,7 @@ def _posterior_block(x, inv_var, y, y_half_sq, *, chunk_size, num_exact):
         all_v = jnp.take_along_axis(all_v, order, axis=1)
         all_i = jnp.take_along_axis(all_i, order, axis=1)
         out_v, out_i = all_v[:, k_top:], all_i[:, k_top:]
-        z, z2, s = accumulate(z, z2, s, jnp.exp(out_v - m_new[:, None]), y[out_i])
+        z, z2, s = accumulate(z, z2, s, jnp.exp(out_v - m_new[:, None]), rows_of(out_i))
         return m_new, z, z2, s, all_v[:, :k_top], all_i[:, :k_top]
 
     init = (
@@ -195,8 +227,10 @@ def _posterior_block(x, inv_var, y, y_half_sq, *, chunk_size, num_exact):
         # The candidates' logits, exactly, relative to the best candidate (index 0). Logits
         # are large numbers (|x.y| / v); everything here works with differences to the
         # running max m, which are small, so no absolute logit is rounded again.
-        y_cand = y[top_i]  # [B, K, d]
-        shift = exact_sq_dist_diff(x[:, None, :], y_cand, y_cand[:, :1, :])
+        y_cand = rows_of(top_i)  # [B, K, d]
+        # Blocks of 32 queries keep the double-word temporaries in cache (3x faster on CPU).
+        shift = lax.map(lambda a: exact_sq_dist_diff(a[0][None, :], a[1], a[1][:1]),
+                        (x, y_cand), batch_size=min(32, bsz))
         exact_rel = (top_v[:, :1] - m[:, None]) - 0.5 * shift * inv_var[:, None]
         exact_rel = jnp.where(jnp.isfinite(top_v), exact_rel, -jnp.inf)  # unfilled slots
         u_max = jnp.maximum(jnp.max(exact_rel, axis=1), 0.0)
@@ -213,7 +247,7 @@ def _posterior_block(x, inv_var, y, y_half_sq, *, chunk_size, num_exact):
     return Posterior(mean, log_z, top / z, z2 / (z * z))
 
 
-def posterior(x, var, y, y_half_sq, *, chunk_size=2048, query_block=1024, num_exact=8):
+def posterior(x, var, y, y_half_sq, *, chunk_size=2048, query_block=512, num_exact=8):
     """Exact streaming posterior of the points ``y`` for queries ``x`` at variances ``var``.
 
     Args:

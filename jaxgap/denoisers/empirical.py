@@ -44,7 +44,7 @@ class EmpiricalDenoiser(Denoiser):
     _fields = ("train", "half_sq_norms")
     _static = ("dim", "chunk_size", "query_block", "num_exact")
 
-    def __init__(self, train, *, chunk_size: int = 2048, query_block: int = 1024,
+    def __init__(self, train, *, chunk_size: int = 2048, query_block: int = 512,
                  num_exact: int = 8):
         train = float_array(train, "train", ndim=2)
         self.train = train
