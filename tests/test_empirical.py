@@ -232,3 +232,16 @@ def test_x64_near_ties_and_noisy(sigma):
     xn = y[rng.integers(0, 96, 40)] + sigma * rng.standard_normal((40, 3072))
     ref, _ = reference(xn, y, sigma)
     assert max_rel_err(den(xn, sigma), ref) < 1e-9
+
+
+@pytest.mark.parametrize("sigma", [0.05, 0.3, 2.0])
+def test_gmm_with_vanishing_covariances_equals_empirical(sigma):
+    """A GMM of point masses at the training points with equal weights is the empirical law."""
+    from jaxgap.denoisers import GMMDenoiser
+
+    rng = np.random.default_rng(7)
+    y = rng.standard_normal((40, 6)).astype(np.float32)
+    x = (y[:15] + sigma * rng.standard_normal((15, 6))).astype(np.float32)
+    gmm = GMMDenoiser(np.ones(40), y, np.zeros(40))
+    np.testing.assert_allclose(gmm(x, sigma), EmpiricalDenoiser(y)(x, sigma), rtol=2e-5,
+                               atol=2e-5)
