@@ -21,10 +21,13 @@ re-evaluates their logits exactly *relative to the best one*, using
 
 .. math:: |x - y_k|^2 - |x - y_r|^2 = (y_k - y_r) \\cdot (y_k + y_r - 2x),
 
-where ``y_k + y_r - 2x`` is formed with error-free transformations (TwoSum), so the small
-difference of two near-equal distances is obtained without cancellation. Their weights then
-replace the approximate ones in the accumulated sums. Points outside the candidate set carry
-weights below ``exp(-gap)`` of the best, so their (small, relative) logit errors do not matter.
+evaluated in double-word float arithmetic (TwoSum, TwoProd and an error-free row sum), so
+the small difference of two near-equal distances is obtained without cancellation. Each
+chunk's best points are kept out of the bulk sums by index and enter the result once, with
+either their approximate logit (when displaced from the running candidate set) or their exact
+one. No step relies on two computations of a logit agreeing bit for bit (XLA may fuse and
+round them differently). Points outside the final candidate set either carry negligible
+weight or have logits whose float32 error is small against their spread.
 """
 
 from __future__ import annotations
