@@ -9,8 +9,10 @@ denoiser) and points ``y_i`` it computes the posterior
 
 together with the log-normaliser, the largest weight and ``sum_i w_mi^2``.
 
-Speed: the logits are ``(x . y - |y|^2 / 2) / v`` up to a per-query constant, so the work is
-two matmuls per chunk of points (``X Y_c^T`` and ``P_c Y_c``) and one ``exp``: attention.
+Speed: the logits are ``((x - c) . y - |y - c|^2 / 2) / v`` up to a per-query constant
+(``c`` the points' mean, which keeps rounding errors small for data far from the origin), so
+the work is two matmuls per chunk of points (``X Y_c^T`` and ``P_c Y_c``) and one ``exp``:
+attention.
 Points are streamed in chunks with an online log-sum-exp, so memory is ``O(M * chunk)``
 beyond the data itself, whatever the number of points ``N``.
 
@@ -152,12 +154,16 @@ def _top_k(logits, k):
     _, gi = lax.top_k(jnp.max(grouped, axis=-1), k)
     members = jnp.take_along_axis(grouped, gi[:, :, None], axis=1).reshape(rows, k * group)
     values, pos = lax.top_k(members, k)
-    index = (gi[:, :, None] * group + jnp.arange(group)).reshape(rows, k * group)
+    index = (gi[:, :, None] * group + jnp.arange(group)[None, None, :]).reshape(rows, k * group)
     return values, jnp.take_along_axis(index, pos, axis=1)
 
 
-def _posterior_block(x, inv_var, y, y_half_sq, *, chunk_size, num_exact):
+def _posterior_block(x, xc, inv_var, y, h, *, chunk_size, num_exact):
     """Posterior for one block of queries ``x [B, d]`` with ``inv_var [B]`` (= 1 / v).
+
+    ``xc = x - c`` and ``h = |y - c|^2 / 2`` for a centre ``c``: the approximate logits
+    ``xc . y - h`` (equal to ``-|x - y|^2 / 2`` up to a per-query constant) then carry
+    rounding errors ``~ eps |x - c| |y|`` instead of ``eps |x| |y|``.
 
     Every point is accumulated exactly once, from one value of its logit: either in the
     bulk sums of its chunk, or (a chunk's ``num_exact`` best, kept aside by index) when it
@@ -190,9 +196,9 @@ def _posterior_block(x, inv_var, y, y_half_sq, *, chunk_size, num_exact):
         start_nominal = c * chunk
         start = jnp.minimum(start_nominal, n - chunk)  # last chunk overlaps; mask repeats
         y_c = lax.dynamic_slice_in_dim(y, start, chunk, axis=0)
-        h_c = lax.dynamic_slice_in_dim(y_half_sq, start, chunk, axis=0)
+        h_c = lax.dynamic_slice_in_dim(h, start, chunk, axis=0)
         idx = start + jnp.arange(chunk, dtype=jnp.int32)
-        logits = (jnp.dot(x, y_c.T, precision=hi) - h_c[None, :]) * inv_var[:, None]
+        logits = (jnp.dot(xc, y_c.T, precision=hi) - h_c[None, :]) * inv_var[:, None]
         logits = jnp.where((idx >= start_nominal)[None, :], logits, -jnp.inf)
         m_new = jnp.maximum(m, jnp.max(logits, axis=1))
         scale = jnp.exp(m - m_new)
@@ -202,8 +208,8 @@ def _posterior_block(x, inv_var, y, y_half_sq, *, chunk_size, num_exact):
             return (m_new, z + jnp.sum(p, axis=1), z2 + jnp.sum(p * p, axis=1),
                     s + jnp.dot(p, y_c, precision=hi), top_v, top_i)
         cv, ci = _top_k(logits, k_chunk)
-        keep_aside = jnp.zeros(logits.shape, bool).at[rows, ci].set(True)
-        p = jnp.where(keep_aside, 0.0, jnp.exp(logits - m_new[:, None]))
+        # The chunk's best are kept aside, by index (so whatever their rounding elsewhere).
+        p = jnp.exp(logits - m_new[:, None]).at[rows, ci].set(0.0)
         z, z2 = z + jnp.sum(p, axis=1), z2 + jnp.sum(p * p, axis=1)
         s = s + jnp.dot(p, y_c, precision=hi)
         # Merge the chunk's best into the running candidates; accumulate the displaced ones.
@@ -250,33 +256,37 @@ def _posterior_block(x, inv_var, y, y_half_sq, *, chunk_size, num_exact):
     return Posterior(mean, log_z, top / z, z2 / (z * z))
 
 
-def posterior(x, var, y, y_half_sq, *, chunk_size=2048, query_block=512, num_exact=8):
+def posterior(x, var, y, center, half_sq, *, chunk_size=2048, query_block=512, num_exact=4):
     """Exact streaming posterior of the points ``y`` for queries ``x`` at variances ``var``.
 
     Args:
       x: ``[M, d]`` queries.
       var: ``[M]`` positive temperatures (``sigma^2`` for the empirical denoiser).
       y: ``[N, d]`` points (the training set).
-      y_half_sq: ``[N]`` ``|y_i|^2 / 2``, precomputed once.
+      center: ``[d]`` a centre ``c`` of the points (their mean), for conditioning.
+      half_sq: ``[N]`` ``|y_i - c|^2 / 2``, precomputed once.
       chunk_size: number of points per streamed chunk.
       query_block: number of queries evaluated together (bounds the ``[B, chunk]`` logits).
       num_exact: candidates per query whose logits are re-evaluated exactly.
 
     Returns:
-      :class:`Posterior` with ``[M, ...]`` fields; ``log_normalizer`` includes ``-|x|^2/2v``.
+      :class:`Posterior` with ``[M, ...]`` fields; ``log_normalizer`` is
+      ``log sum_i exp(-|x - y_i|^2 / 2v)``.
     """
     m_q = x.shape[0]
     inv_var = 1.0 / var
-    run = lambda xb, ivb: _posterior_block(  # noqa: E731
-        xb, ivb, y, y_half_sq, chunk_size=chunk_size, num_exact=num_exact)
+    xc = x - center[None, :]
+    run = lambda xb, xcb, ivb: _posterior_block(  # noqa: E731
+        xb, xcb, ivb, y, half_sq, chunk_size=chunk_size, num_exact=num_exact)
     if m_q <= query_block:
-        out = run(x, inv_var)
+        out = run(x, xc, inv_var)
     else:
         nb = -(-m_q // query_block)
         pad = nb * query_block - m_q
-        xp = jnp.pad(x, ((0, pad), (0, 0))).reshape(nb, query_block, -1)
+        blocks = lambda a: jnp.pad(a, ((0, pad), (0, 0))).reshape(nb, query_block, -1)  # noqa: E731
         ivp = jnp.pad(inv_var, (0, pad), constant_values=1.0).reshape(nb, query_block)
-        out = lax.map(lambda a: run(*a), (xp, ivp))
+        out = lax.map(lambda a: run(*a), (blocks(x), blocks(xc), ivp))
         out = jax.tree.map(lambda t: t.reshape((nb * query_block,) + t.shape[2:])[:m_q], out)
-    x_half_sq = 0.5 * jnp.sum(x * x, axis=-1)
-    return out._replace(log_normalizer=out.log_normalizer - x_half_sq * inv_var)
+    # -|x - y|^2 / 2 = xc . y - |y - c|^2 / 2 - (xc . c + |xc|^2 / 2)
+    const = jnp.dot(xc, center, precision=lax.Precision.HIGHEST) + 0.5 * jnp.sum(xc * xc, -1)
+    return out._replace(log_normalizer=out.log_normalizer - const * inv_var)

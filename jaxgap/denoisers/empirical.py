@@ -27,7 +27,11 @@ class EmpiricalDenoiser(Denoiser):
       chunk_size: training points per streamed chunk (memory ``~ query_block * chunk_size``).
       query_block: queries evaluated together.
       num_exact: candidates per query whose logits are recomputed exactly (>= 2 to resolve
-        near-ties; 0 disables the correction and gives the plain matmul formula).
+        near-ties; 0 gives the plain matmul formula, centred on the training mean). The
+        default 4 resolves ties between a few points; raise it when more than ``num_exact``
+        training points can be nearly equidistant from a query at the smallest sigma you
+        use (tight clusters of near-duplicates far from the data mean): 12 equidistant
+        points at |c| = 24 and sigma = 0.01 give 5e-4 relative error with 4, 2e-7 with 16.
 
     Example:
       >>> import jax.numpy as jnp
@@ -41,14 +45,15 @@ class EmpiricalDenoiser(Denoiser):
       Inference" (2026); Karras et al. (2022), eq. 3 (the ideal denoiser of a finite set).
     """
 
-    _fields = ("train", "half_sq_norms")
+    _fields = ("train", "center", "half_sq_norms")
     _static = ("dim", "chunk_size", "query_block", "num_exact")
 
     def __init__(self, train, *, chunk_size: int = 2048, query_block: int = 512,
-                 num_exact: int = 8):
+                 num_exact: int = 4):
         train = float_array(train, "train", ndim=2)
         self.train = train
-        self.half_sq_norms = 0.5 * jnp.sum(train * train, axis=1)
+        self.center = jnp.mean(train, axis=0)
+        self.half_sq_norms = 0.5 * jnp.sum((train - self.center[None, :]) ** 2, axis=1)
         self.dim = int(train.shape[1])
         self.chunk_size = positive_int(chunk_size, "chunk_size")
         self.query_block = positive_int(query_block, "query_block")
@@ -64,7 +69,7 @@ class EmpiricalDenoiser(Denoiser):
     def _posterior_impl(self, x, var) -> _kernel.Posterior:
         batch = x.shape[:-1]
         out = _kernel.posterior(
-            x.reshape(-1, self.dim), var.reshape(-1), self.train, self.half_sq_norms,
+            x.reshape(-1, self.dim), var.reshape(-1), self.train, self.center, self.half_sq_norms,
             chunk_size=self.chunk_size, query_block=self.query_block, num_exact=self.num_exact)
         return _kernel.Posterior(
             out.mean.reshape(batch + (self.dim,)), *(t.reshape(batch) for t in out[1:]))
@@ -103,7 +108,7 @@ class EmpiricalDenoiser(Denoiser):
         xf = x.reshape(-1, self.dim)
         var = (sigma * sigma).reshape(-1)
         y = self.train
-        approx = jnp.dot(xf, y.T) - self.half_sq_norms[None, :]
+        approx = jnp.dot(xf - self.center[None, :], y.T) - self.half_sq_norms[None, :]
         nearest = jnp.argmax(approx, axis=1)
         shift = _kernel.exact_sq_dist_diff(xf[:, None, :], y[None, :, :], y[nearest][:, None, :])
         logits = -0.5 * shift / var[:, None]
