@@ -16,7 +16,7 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def _shape_str(shape) -> str:
+def shape_str(shape) -> str:
     return "[" + ", ".join(str(s) for s in shape) + "]"
 
 
@@ -44,14 +44,14 @@ def float_array(x, name: str, *, ndim: int | None = None, min_ndim: int | None =
             raise ValueError(f"{name}: expected a numeric array, got {type(x).__name__} of objects")
     shape = tuple(x.shape)
     if ndim is not None and len(shape) != ndim:
-        raise ValueError(f"{name}: expected rank {ndim}, got shape {_shape_str(shape)}")
+        raise ValueError(f"{name}: expected rank {ndim}, got shape {shape_str(shape)}")
     if min_ndim is not None and len(shape) < min_ndim:
-        raise ValueError(f"{name}: expected rank >= {min_ndim}, got shape {_shape_str(shape)}")
+        raise ValueError(f"{name}: expected rank >= {min_ndim}, got shape {shape_str(shape)}")
     if dim is not None and (len(shape) == 0 or shape[-1] != dim):
         raise ValueError(
-            f"{name}: expected last dimension d = {dim}, got shape {_shape_str(shape)}")
+            f"{name}: expected last dimension d = {dim}, got shape {shape_str(shape)}")
     if not allow_empty and any(s == 0 for s in shape):
-        raise ValueError(f"{name}: expected a non-empty array, got shape {_shape_str(shape)}")
+        raise ValueError(f"{name}: expected a non-empty array, got shape {shape_str(shape)}")
     if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)
             or x.dtype == bool):
         raise ValueError(f"{name}: expected a real numeric array, got dtype {x.dtype}")
@@ -83,7 +83,7 @@ def sigma_array(sigma, name: str, batch_shape: tuple[int, ...], dtype=None):
     if out_shape != tuple(batch_shape):
         raise ValueError(
             f"{name}: expected a scalar or shape broadcastable to the batch shape "
-            f"{_shape_str(batch_shape)} (x.shape[:-1]), got shape {_shape_str(sig.shape)}")
+            f"{shape_str(batch_shape)} (x.shape[:-1]), got shape {shape_str(sig.shape)}")
     sig = jnp.asarray(sig, dtype=dtype if dtype is not None else jnp.result_type(float))
     if is_concrete(sig):
         if not bool(jnp.all(jnp.isfinite(sig))):

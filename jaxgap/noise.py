@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from jaxgap._checks import float_array, is_concrete, positive_float, positive_int
+from jaxgap._checks import float_array, is_concrete, positive_float, positive_int, shape_str
 
 __all__ = [
     "Precond",
@@ -62,10 +62,6 @@ __all__ = [
 # Validation helpers (private)
 # ------------------------------------------------------------------------------------------
 
-def _shape_str(shape) -> str:
-    return "[" + ", ".join(str(s) for s in shape) + "]"
-
-
 def _scalar(value, name: str, *, positive: bool = True):
     """A real scalar hyper-parameter.
 
@@ -75,7 +71,7 @@ def _scalar(value, name: str, *, positive: bool = True):
     if value is None:
         raise ValueError(f"{name}: expected a real number, got None")
     if np.ndim(value) != 0:
-        raise ValueError(f"{name}: expected a scalar, got shape {_shape_str(np.shape(value))}")
+        raise ValueError(f"{name}: expected a scalar, got shape {shape_str(np.shape(value))}")
     if not is_concrete(value):
         return value
     if positive:

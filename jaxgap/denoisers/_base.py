@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxgap._checks import _shape_str, float_array, sigma_array
+from jaxgap._checks import float_array, shape_str, sigma_array
 
 
 class Pytree:
@@ -55,7 +55,7 @@ class Pytree:
         for f in self._fields:
             v = getattr(self, f)
             shape = getattr(v, "shape", None)
-            parts.append(f"{f}={_shape_str(shape) if shape is not None else repr(v)}")
+            parts.append(f"{f}={shape_str(shape) if shape is not None else repr(v)}")
         parts += [f"{s}={getattr(self, s)!r}" for s in self._static]
         return f"{type(self).__name__}({', '.join(parts)})"
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from jaxgap._checks import _shape_str, float_array, is_concrete, positive_float, sigma_array
+from jaxgap._checks import float_array, is_concrete, positive_float, shape_str, sigma_array
 from jaxgap.denoisers._base import Denoiser
 from jaxgap.denoisers._base import compiled as _compiled
 
@@ -152,7 +152,7 @@ class GaussianDenoiser(Denoiser):
         cov = float_array(cov, "cov")
         if cov.shape != (d, d):
             raise ValueError(
-                f"cov: expected shape [{d}, {d}] (d from mean), got shape {_shape_str(cov.shape)}")
+                f"cov: expected shape [{d}, {d}] (d from mean), got shape {shape_str(cov.shape)}")
         if rtol is not None:
             rtol = positive_float(rtol, "rtol", allow_zero=True)
         dtype = _param_dtype(mean, cov)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from jaxgap._checks import _shape_str, float_array, is_concrete, positive_float
+from jaxgap._checks import float_array, is_concrete, positive_float, shape_str
 from jaxgap.denoisers._base import Denoiser
 from jaxgap.denoisers.gaussian import _HIGHEST, _compiled, _param_dtype, _psd_eigh, _shrink
 
@@ -94,7 +94,7 @@ class GMMDenoiser(Denoiser):
         means = float_array(means, "means", ndim=2)
         if means.shape[0] != k:
             raise ValueError(f"means: expected shape [K, d] with K = {k} (from weights), "
-                             f"got shape {_shape_str(means.shape)}")
+                             f"got shape {shape_str(means.shape)}")
         d = means.shape[1]
         covs = float_array(covs, "covs", allow_empty=False)
         expected = {3: (k, d, d), 2: (k, d), 1: (k,)}
@@ -102,7 +102,7 @@ class GMMDenoiser(Denoiser):
             raise ValueError(
                 f"covs: expected shape [{k}, {d}, {d}] (full), [{k}, {d}] (diagonal) or [{k}] "
                 f"(isotropic variances) with K = {k}, d = {d} from means, "
-                f"got shape {_shape_str(covs.shape)}")
+                f"got shape {shape_str(covs.shape)}")
         if rtol is not None:
             rtol = positive_float(rtol, "rtol", allow_zero=True)
         dtype = _param_dtype(weights, means, covs)
