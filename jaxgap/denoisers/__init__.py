@@ -6,7 +6,7 @@ broadcastable to ``x.shape[:-1]``; it passes through ``jax.jit``, ``vmap`` and `
 
 from jaxgap.denoisers._base import Denoiser, Pytree, score, velocity
 from jaxgap.denoisers._kernel import Posterior
-from jaxgap.denoisers.empirical import EmpiricalDenoiser
+from jaxgap.denoisers.empirical import EmpiricalDenoiser, ShardedEmpiricalDenoiser
 from jaxgap.denoisers.gaussian import GaussianDenoiser
 from jaxgap.denoisers.gmm import GMMDenoiser
 
@@ -17,6 +17,7 @@ __all__ = [
     "GaussianDenoiser",
     "Posterior",
     "Pytree",
+    "ShardedEmpiricalDenoiser",
     "score",
     "velocity",
 ]

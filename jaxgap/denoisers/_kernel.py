@@ -52,12 +52,15 @@ class Posterior(NamedTuple):
       max_weight: ``[M]`` largest posterior weight.
       sum_sq_weights: ``[M]`` ``sum_i w_i^2``; ``1 / sum_sq_weights`` is the effective number
         of contributing points.
+      nearest: ``[M]`` int32 index of the point with the largest weight (the nearest point,
+        from exact distances among the candidates); -1 when ``num_exact = 0``.
     """
 
     mean: jax.Array
     log_normalizer: jax.Array
     max_weight: jax.Array
     sum_sq_weights: jax.Array
+    nearest: jax.Array
 
 
 def _two_sum(a, b):
@@ -249,11 +252,13 @@ def _posterior_block(x, xc, inv_var, y, h, *, chunk_size, num_exact):
                               beta, y_cand)
         m = m + u_max
         top = jnp.max(beta, axis=1)
+        nearest = jnp.take_along_axis(top_i, jnp.argmax(beta, axis=1)[:, None], axis=1)[:, 0]
     else:
         top = jnp.ones_like(z)
+        nearest = jnp.full(z.shape, -1, jnp.int32)
     mean = s / z[:, None]
     log_z = m + jnp.log(z)
-    return Posterior(mean, log_z, top / z, z2 / (z * z))
+    return Posterior(mean, log_z, top / z, z2 / (z * z), nearest)
 
 
 def posterior(x, var, y, center, half_sq, *, chunk_size=2048, query_block=512, num_exact=4):
@@ -290,3 +295,43 @@ def posterior(x, var, y, center, half_sq, *, chunk_size=2048, query_block=512, n
     # -|x - y|^2 / 2 = xc . y - |y - c|^2 / 2 - (xc . c + |xc|^2 / 2)
     const = jnp.dot(xc, center, precision=lax.Precision.HIGHEST) + 0.5 * jnp.sum(xc * xc, -1)
     return out._replace(log_normalizer=out.log_normalizer - const * inv_var)
+
+
+def merge_shards(x, inv_var, parts: Posterior, best_rows):
+    """Exactly combine posteriors computed on disjoint shards of the points.
+
+    Args:
+      x: ``[M, d]`` queries; ``inv_var``: ``[M]``.
+      parts: :class:`Posterior` with a leading shard axis ``[S, M, ...]`` (``nearest`` holds
+        global indices).
+      best_rows: ``[S, M, d]`` each shard's nearest point.
+
+    Each shard's sums are relative to its own best point's weight (``1 / max_weight`` is
+    its total weight in those units). The shards' best points are put on one scale by exact
+    distance differences to a reference best point (:func:`exact_sq_dist_diff`), never by
+    comparing the (large, rounded) absolute log-normalizers, so near-ties across shards stay
+    exact.
+
+    Returns:
+      The merged :class:`Posterior` ``[M, ...]``.
+    """
+    ref = jnp.argmax(parts.log_normalizer, axis=0)  # [M]
+    y_ref = jnp.take_along_axis(best_rows, ref[None, :, None], axis=0)[0]
+    shift = exact_sq_dist_diff(x[None], best_rows, y_ref[None])  # [S, M]
+    log_a = -0.5 * shift * inv_var[None, :]
+    log_a = jnp.where(parts.max_weight > 0, log_a, -jnp.inf)
+    top = jnp.max(log_a, axis=0)
+    a = jnp.exp(log_a - top[None])  # the shards' best weights, the global best at 1
+    rel_z = a / parts.max_weight  # each shard's total weight, in units of the global best
+    rel_z = jnp.where(a > 0, rel_z, 0.0)
+    z = jnp.sum(rel_z, axis=0)
+    w = rel_z / z[None]  # each shard's share of the posterior
+    mean = jnp.einsum("sm,smd->md", w, jnp.where(w[..., None] > 0, parts.mean, 0.0),
+                      precision=lax.Precision.HIGHEST)
+    log_ref = jnp.take_along_axis(parts.log_normalizer, ref[None], axis=0)[0]
+    rel_ref = jnp.take_along_axis(rel_z, ref[None], axis=0)[0]
+    log_z = log_ref + jnp.log(z) - jnp.log(rel_ref)
+    sum_sq = jnp.sum(jnp.where(w > 0, w * w * parts.sum_sq_weights, 0.0), axis=0)
+    winner = jnp.argmax(log_a, axis=0)
+    nearest = jnp.take_along_axis(parts.nearest, winner[None], axis=0)[0]
+    return Posterior(mean, log_z, 1.0 / z, sum_sq, nearest)

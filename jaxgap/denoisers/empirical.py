@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxgap._checks import float_array, positive_int
 from jaxgap.denoisers import _kernel
@@ -118,3 +120,97 @@ class EmpiricalDenoiser(Denoiser):
 
 
 _empirical_posterior = compiled("_posterior_impl")
+
+
+class ShardedEmpiricalDenoiser(Denoiser):
+    r"""The empirical optimal denoiser with its training points spread over devices.
+
+    For training sets too large for one device: the points are split into contiguous,
+    near-equal shards along the (single) axis of ``mesh``; every device evaluates all
+    queries against its shard with the streaming kernel of :class:`EmpiricalDenoiser`, and
+    the shards' posteriors are merged exactly (:func:`~jaxgap.denoisers._kernel.merge_shards`:
+    the shards' nearest points are compared by exact distance differences, so near-ties
+    across devices stay exact). Results equal :class:`EmpiricalDenoiser`'s to float32
+    rounding.
+
+    Queries are replicated on every device; to spread queries instead, pass ``mesh=`` to
+    :func:`jaxgap.losses.denoising_loss` with an unsharded denoiser (not both at once).
+
+    Args:
+      train: ``[N, d]`` training points, ``N >=`` the number of devices.
+      mesh: a 1-D ``jax.sharding.Mesh``.
+      chunk_size, query_block, num_exact: as for :class:`EmpiricalDenoiser`
+        (``num_exact >= 1``: the merge needs each shard's nearest point).
+    """
+
+    _fields = ("train", "center", "half_sq_norms", "index")
+    _static = ("dim", "num_points", "mesh", "chunk_size", "query_block", "num_exact")
+
+    def __init__(self, train, mesh, *, chunk_size: int = 2048, query_block: int = 512,
+                 num_exact: int = 4):
+        from jax.sharding import Mesh, NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        train = float_array(train, "train", ndim=2)
+        if not isinstance(mesh, Mesh) or len(mesh.axis_names) != 1:
+            raise ValueError(f"mesh: expected a 1-D jax.sharding.Mesh, got {mesh!r}")
+        shards = int(mesh.devices.size)
+        n, d = train.shape
+        if n < shards:
+            raise ValueError(f"train: expected at least {shards} points (one per device), "
+                             f"got {n}")
+        self.num_exact = positive_int(num_exact, "num_exact", minimum=1)
+        self.chunk_size = positive_int(chunk_size, "chunk_size")
+        self.query_block = positive_int(query_block, "query_block")
+        base, extra = divmod(n, shards)
+        width = base + (extra > 0)
+        counts = np.array([base + (p < extra) for p in range(shards)])
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        slot = np.arange(width)
+        index = np.minimum(starts[:, None] + slot[None, :], n - 1).reshape(-1)
+        valid = (slot[None, :] < counts[:, None]).reshape(-1)
+        padded = jnp.take(train, jnp.asarray(index), axis=0)
+        self.center = jnp.mean(train, axis=0)
+        half = 0.5 * jnp.sum((padded - self.center[None, :]) ** 2, axis=1)
+        half = jnp.where(jnp.asarray(valid), half, jnp.inf)  # padding: weight exactly 0
+        spec = NamedSharding(mesh, P(mesh.axis_names[0]))
+        self.train = jax.device_put(padded, spec)
+        self.half_sq_norms = jax.device_put(half, spec)
+        self.index = jax.device_put(jnp.asarray(index, jnp.int32), spec)
+        self.center = jax.device_put(self.center, NamedSharding(mesh, P()))
+        self.dim, self.num_points, self.mesh = int(d), int(n), mesh
+
+    def _denoise(self, x, sigma):
+        if x.size == 0:
+            return x
+        return _sharded_posterior(self, x, sigma * sigma).mean
+
+    def posterior_stats(self, x, sigma) -> _kernel.Posterior:
+        """As :meth:`EmpiricalDenoiser.posterior_stats` (``nearest`` indexes ``train``)."""
+        x, sigma = self._check_inputs(x, sigma)
+        return _sharded_posterior(self, x, sigma * sigma)
+
+    def _posterior_impl(self, x, var) -> _kernel.Posterior:
+        from jax.sharding import PartitionSpec as P
+
+        batch = x.shape[:-1]
+        xf, vf = x.reshape(-1, self.dim), var.reshape(-1)
+        axis = self.mesh.axis_names[0]
+
+        def local(y, half, index, xq, vq, center):
+            out = _kernel.posterior(xq, vq, y, center, half, chunk_size=self.chunk_size,
+                                    query_block=self.query_block, num_exact=self.num_exact)
+            rows = jnp.take(y, out.nearest, axis=0, mode="clip")
+            out = out._replace(nearest=jnp.take(index, out.nearest, mode="clip"))
+            parts, rows = jax.tree.map(lambda t: jax.lax.all_gather(t, axis), (out, rows))
+            return _kernel.merge_shards(xq, 1.0 / vq, parts, rows)
+
+        out = jax.shard_map(local, mesh=self.mesh,
+                            in_specs=(P(axis), P(axis), P(axis), P(), P(), P()),
+                            out_specs=P(), check_vma=False)(
+            self.train, self.half_sq_norms, self.index, xf, vf, self.center)
+        return _kernel.Posterior(
+            out.mean.reshape(batch + (self.dim,)), *(t.reshape(batch) for t in out[1:]))
+
+
+_sharded_posterior = compiled("_posterior_impl")
