@@ -1,10 +1,11 @@
 """jaxgap: memorization and generalization in diffusion models, measured exactly in JAX.
 
 Subpackages: :mod:`jaxgap.noise` (EDM noise grids, preconditioning, conversions),
-:mod:`jaxgap.data` (datasets), :mod:`jaxgap.denoisers` (closed-form optimal denoisers).
+:mod:`jaxgap.data` (datasets), :mod:`jaxgap.denoisers` (closed-form optimal denoisers),
+:mod:`jaxgap.losses` (denoising losses over noise grids, gap curves).
 """
 
-from jaxgap import data, denoisers, noise
+from jaxgap import data, denoisers, losses, noise
 from jaxgap.denoisers import (
     EmpiricalDenoiser,
     GaussianDenoiser,
@@ -21,6 +22,7 @@ __all__ = [
     "GaussianDenoiser",
     "data",
     "denoisers",
+    "losses",
     "noise",
     "score",
     "velocity",
