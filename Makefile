@@ -13,7 +13,8 @@ $(BIN)/.jaxgap-installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.jaxgap-installed
-	$(BIN)/python examples/demo.py
+	$(BIN)/jaxgap gap --data digits --denoiser empirical --out runs/demo
+	@echo "results: runs/demo/gap.json, runs/demo/gap.csv, runs/demo/gap.png"
 
 lint: $(BIN)/.jaxgap-installed
 	$(BIN)/ruff check jaxgap tests benchmarks examples

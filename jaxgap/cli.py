@@ -1,0 +1,413 @@
+"""The ``jaxgap`` command.
+
+Subcommands (one ``_cmd_<name>(args) -> int`` function each, registered in
+:func:`build_parser`):
+
+- ``jaxgap gap``: the generalization-gap curve ``L_val(sigma) - L_train(sigma)`` of a
+  closed-form optimal denoiser fit on a dataset's training split; writes ``gap.json``,
+  ``gap.csv`` and ``gap.png`` into ``--out`` and prints a short table.
+
+Errors share one path: bad arguments, unusable data and unwritable output folders are
+reported as ONE line ``jaxgap: error: ...`` on stderr with exit status 2 and no traceback.
+Outputs are written to temporary names inside the output folder and renamed into place only
+after every file was produced, so a failed run leaves no partial results.
+
+Example::
+
+    jaxgap gap --data digits --denoiser empirical --out runs/demo
+    python -m jaxgap gap --data npz:cifar10.npz --denoiser gaussian --out runs/cifar
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import io
+import json
+import math
+import os
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, NoReturn
+
+import numpy as np
+
+PROG = "jaxgap"
+EXIT_ERROR = 2
+DENOISERS = ("empirical", "gaussian")
+GAP_FILES = ("gap.json", "gap.csv", "gap.png")
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2, no traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors raise :class:`CLIError` (one line) instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CLIError(f"{message} (see '{self.prog} --help')")
+
+
+# ------------------------------------------------------------------------------------------
+# Argument types
+# ------------------------------------------------------------------------------------------
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _data_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with VALUE read as a Python literal (int, float, bool) or else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return key, value
+
+
+# ------------------------------------------------------------------------------------------
+# Output folder: early writability check, atomic multi-file commit
+# ------------------------------------------------------------------------------------------
+
+def _prepare_out_dir(path: str) -> list[str]:
+    """Create ``path`` (with parents) and check it is writable; return the folders created.
+
+    Raises:
+      CLIError: the path (or a parent) is a regular file, or the folder cannot be written.
+    """
+    path = os.path.abspath(path)
+    missing = []
+    probe = path
+    while not os.path.exists(probe):
+        missing.append(probe)
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        raise CLIError(f"--out: expected a folder, but {probe!r} is a file")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise CLIError(f"--out: cannot create folder {path!r}: {err.strerror or err}") from None
+    created = list(reversed(missing))
+    try:
+        with _temp_file(path, ".write-check") as (_, f):
+            f.write(b"ok")
+    except OSError as err:
+        _remove_dirs(created)
+        raise CLIError(f"--out: folder {path!r} is not writable: {err.strerror or err}") from None
+    return created
+
+
+def _remove_dirs(created: Sequence[str]) -> None:
+    """Remove folders this run created (deepest first), if they are still empty."""
+    for d in reversed(created):
+        with contextlib.suppress(OSError):
+            os.rmdir(d)
+
+
+@contextlib.contextmanager
+def _temp_file(folder: str, name: str) -> Iterator[tuple[str, IO[bytes]]]:
+    """A fresh hidden file next to ``folder/name``, removed on exit (unless renamed away)."""
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode honours the umask
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield tmp, f
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+
+
+def _write_all(folder: str, writers: dict[str, Callable[[IO[bytes]], None]]) -> list[str]:
+    """Produce every file under a temporary name, then rename them all into place.
+
+    Nothing named in ``writers`` is replaced unless all of them were written successfully.
+    """
+    with contextlib.ExitStack() as stack:
+        staged = []
+        for name, write in writers.items():
+            tmp, f = stack.enter_context(_temp_file(folder, name))
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()  # complete on disk before anything is renamed
+            staged.append((tmp, os.path.join(folder, name)))
+        for tmp, final in staged:
+            os.replace(tmp, final)
+    return [final for _, final in staged]
+
+
+# ------------------------------------------------------------------------------------------
+# jaxgap gap
+# ------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _stage_bar(total: int) -> Iterator:
+    """A tqdm bar over named stages whose clock keeps ticking during a long stage.
+
+    No bar when stderr is not a terminal (logs, pipes, tests). On failure the bar is erased,
+    so the error line stands alone.
+    """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, unit="stage", disable=None, file=sys.stderr, dynamic_ncols=True,
+               bar_format="{desc:<34} {bar} {n_fmt}/{total_fmt} [{elapsed}]")
+    stop = threading.Event()
+
+    def tick():  # JAX releases the GIL while it compiles and runs
+        while not stop.wait(1.0):
+            bar.refresh()
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    if not bar.disable:
+        ticker.start()
+    ok = False
+    try:
+        yield bar
+        ok = True
+    finally:
+        stop.set()
+        if ticker.is_alive():
+            ticker.join()
+        bar.leave = ok
+        bar.close()
+
+
+def _table(curve, num_rows: int = 10) -> str:
+    """About ``num_rows`` rows of the curve, evenly spaced over the grid; the peak is marked."""
+    s = np.asarray(curve.sigmas, np.float64)
+    cols = [np.asarray(getattr(curve, f), np.float64) for f in ("train", "val", "gap", "gap_se")]
+    peak = int(np.nanargmax(cols[2]))
+    rows = set(np.round(np.linspace(0, s.size - 1, min(num_rows, s.size))).astype(int).tolist())
+    rows.add(peak)
+    lines = [f"  {'sigma':>10} {'train':>11} {'val':>11} {'gap':>11} {'+- se':>11}"]
+    for k in sorted(rows):
+        t, v, g, se = (c[k] for c in cols)
+        mark = "  <- largest gap" if k == peak else ""
+        lines.append(f"  {s[k]:10.4g} {t:11.4e} {v:11.4e} {g:11.4e} {f'+- {se:.2e}':>11}{mark}")
+    return "\n".join(lines)
+
+
+def _finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def _cmd_gap(args: argparse.Namespace) -> int:
+    """``jaxgap gap``: gap curve of a closed-form optimal denoiser; see the module docstring."""
+    import jax
+
+    from jaxgap import __version__, data, noise
+    from jaxgap.denoisers import EmpiricalDenoiser, GaussianDenoiser
+    from jaxgap.losses import gap_curve
+    from jaxgap.report import plot_gap_curve
+
+    if args.sigma_min >= args.sigma_max:
+        raise CLIError(f"--sigma-min: expected a value < --sigma-max = {args.sigma_max:g}, "
+                       f"got {args.sigma_min:g}")
+    data_kw = dict(args.data_opt)
+    if "seed" in data_kw:
+        raise CLIError("--data-opt: the seed is set with --seed, got seed=...")
+
+    start = time.perf_counter()
+    stages: dict[str, float] = {}
+    created: list[str] = []
+    ok = False
+    try:
+        with _stage_bar(total=5) as bar:
+            def stage(name: str, desc: str):
+                bar.set_description_str(desc)
+                stages[name] = time.perf_counter()
+
+            def done(name: str):
+                stages[name] = time.perf_counter() - stages[name]
+                bar.update(1)
+
+            stage("load", f"load {args.data}")
+            try:
+                ds = data.load(args.data, seed=args.seed, **data_kw)
+            except ValueError as err:
+                msg = str(err)
+                msg = msg[len("name: "):] if msg.startswith("name: ") else msg
+                raise CLIError(f"--data: {msg}") from None
+            done("load")
+
+            # Before any long computation: the results must have somewhere to go.
+            created = _prepare_out_dir(args.out)
+
+            stage("fit", f"fit {args.denoiser} denoiser")
+            if args.denoiser == "empirical":
+                den = EmpiricalDenoiser(ds.train)
+            else:
+                den = GaussianDenoiser.from_data(ds.train)
+            done("fit")
+
+            # One compiled program per split (train, val): not divisible into steps without
+            # changing the noise, which is a function of (key, example, grid index, draw).
+            stage("losses", "losses (compile + run)")
+            sigmas = noise.log_sigmas(args.num_sigmas, args.sigma_min, args.sigma_max)
+            curve = gap_curve(den, ds.train, ds.val, sigmas, jax.random.PRNGKey(args.seed),
+                              num_noise=args.num_noise, batch_size=args.batch_size)
+            curve = jax.block_until_ready(curve)
+            done("losses")
+
+            stage("plot", "plot")
+            png = io.BytesIO()
+            plot_gap_curve(curve, png, title=f"{ds.name} / {args.denoiser} denoiser  "
+                           f"(n_train = {ds.num_train}, n_val = {ds.num_val}, d = {ds.dim})")
+            done("plot")
+
+            stage("write", f"write {args.out}")
+            device = jax.devices()[0]
+            meta = {
+                "command": "gap",
+                "data": ds.name,
+                "data_options": data_kw,
+                "denoiser": args.denoiser,
+                "num_train": ds.num_train,
+                "num_val": ds.num_val,
+                "dim": ds.dim,
+                "image_shape": list(ds.image_shape) if ds.image_shape is not None else None,
+                "num_sigmas": args.num_sigmas,
+                "sigma_min": args.sigma_min,
+                "sigma_max": args.sigma_max,
+                "num_noise": args.num_noise,
+                "seed": args.seed,
+                "batch_size": args.batch_size,
+                "peak_sigma": curve.peak_sigma,
+                "jax_version": jax.__version__,
+                "jaxgap_version": __version__,
+                "device": f"{device.platform}: {device.device_kind}",
+                "stage_seconds": {k: round(v, 4) for k, v in stages.items() if k != "write"},
+                "elapsed_s": round(time.perf_counter() - start, 4),
+            }
+            doc = {**meta, **_finite_or_none(curve.to_dict())}
+            json_text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
+            try:
+                _write_all(os.path.abspath(args.out), {
+                    "gap.json": lambda f: f.write(json_text.encode()),
+                    "gap.csv": lambda f: f.write(curve.to_csv().encode()),
+                    "gap.png": lambda f: f.write(png.getvalue()),
+                })
+            except OSError as err:
+                where = f" {err.filename!r}" if err.filename else ""
+                raise CLIError(f"--out: cannot write{where}: {err.strerror or err}") from None
+            done("write")
+        ok = True
+    finally:
+        if not ok:
+            _remove_dirs(created)
+
+    k = int(np.nanargmax(np.asarray(curve.gap)))
+    print(f"{ds.name} / {args.denoiser}: n_train = {ds.num_train}, n_val = {ds.num_val}, "
+          f"d = {ds.dim}; {args.num_sigmas} sigmas in [{args.sigma_min:g}, {args.sigma_max:g}], "
+          f"{args.num_noise} noise draw(s)")
+    print(_table(curve))
+    print(f"largest gap: {float(curve.gap[k]):.4e} +- {float(curve.gap_se[k]):.1e} (1 se) "
+          f"at sigma = {curve.peak_sigma:.4g}")
+    print(f"wrote {', '.join(os.path.join(args.out, n) for n in GAP_FILES)} "
+          f"in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# Parser and entry point
+# ------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``jaxgap`` argument parser; each subcommand sets ``func`` to its handler."""
+    parser = _Parser(prog=PROG, description="Memorization and generalization in diffusion "
+                     "models, measured exactly in JAX.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    gap = sub.add_parser(
+        "gap", help="generalization-gap curve of a closed-form optimal denoiser",
+        description="Fit a closed-form optimal denoiser on a dataset's training split and "
+        "measure L_val(sigma) - L_train(sigma) over a log-spaced noise grid. Writes gap.json, "
+        "gap.csv and gap.png into --out.")
+    gap.add_argument("--data", default="digits", metavar="NAME",
+                     help="dataset: digits, gaussian, gmm, manifold, npz:PATH or npy:PATH "
+                     "(default: digits)")
+    gap.add_argument("-D", "--data-opt", type=_data_option, action="append", default=[],
+                     metavar="KEY=VALUE", help="dataset keyword, e.g. -D num_train=500 "
+                     "(repeatable; see jaxgap.data.load)")
+    gap.add_argument("--denoiser", choices=DENOISERS, default="empirical",
+                     help="closed-form denoiser fit on the training split (default: empirical)")
+    gap.add_argument("--num-sigmas", type=_int_at_least(2), default=48, metavar="K",
+                     help="number of noise levels (default: 48)")
+    gap.add_argument("--sigma-min", type=_positive_float, default=0.002,
+                     help="smallest noise level (default: 0.002)")
+    gap.add_argument("--sigma-max", type=_positive_float, default=80.0,
+                     help="largest noise level (default: 80)")
+    gap.add_argument("--num-noise", type=_int_at_least(1), default=4, metavar="R",
+                     help="noise draws per example and sigma (default: 4)")
+    gap.add_argument("--seed", type=_int_at_least(0), default=0,
+                     help="seed of the data split and of the noise (default: 0)")
+    gap.add_argument("--batch-size", type=_int_at_least(1), default=None, metavar="N",
+                     help="examples per compiled batch (default: automatic)")
+    gap.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    gap.set_defaults(func=_cmd_gap)
+    return parser
+
+
+def _error(message: str) -> int:
+    line = " ".join(str(message).split())  # one line, whatever the message holds
+    print(f"{PROG}: error: {line}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``jaxgap`` command line; return the exit status.
+
+    Args:
+      argv: arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+      0 on success, 2 on a usage or input/output error (reported as one line on stderr).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except CLIError as err:
+        return _error(str(err))
+    except (ValueError, OSError) as err:  # input errors raised below the subcommand layer
+        return _error(f"{type(err).__name__}: {err}" if isinstance(err, OSError) else str(err))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exit_:  # --help, --version
+        return exit_.code if isinstance(exit_.code, int) else 0
