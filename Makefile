@@ -26,6 +26,8 @@ test: lint
 bench: $(BIN)/.jaxgap-installed
 	$(BIN)/python benchmarks/empirical_denoiser.py
 	$(BIN)/python benchmarks/empirical_memory.py
+	$(BIN)/python benchmarks/gap_curve.py
+	$(BIN)/python benchmarks/devices.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
