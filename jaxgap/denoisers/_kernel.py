@@ -242,7 +242,7 @@ def _posterior_block(x, xc, inv_var, y, h, *, chunk_size, num_exact):
         y_cand = rows_of(top_i)  # [B, K, d]
         # Blocks of 32 queries keep the double-word temporaries in cache (3x faster on CPU).
         shift = lax.map(lambda a: exact_sq_dist_diff(a[0][None, :], a[1], a[1][:1]),
-                        (x, y_cand), batch_size=min(32, bsz))
+                        (x, y_cand), batch_size=min(bsz, max(32, 2**17 // (k_top * x.shape[1]))))
         exact_rel = (top_v[:, :1] - m[:, None]) - 0.5 * shift * inv_var[:, None]
         exact_rel = jnp.where(jnp.isfinite(top_v), exact_rel, -jnp.inf)  # unfilled slots
         u_max = jnp.maximum(jnp.max(exact_rel, axis=1), 0.0)
