@@ -57,7 +57,7 @@ def torch_formula(x, y, sigma):
 
 def torch_time(x, y, sigma, repeats):
     import time
-    xt, yt = torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(y))
+    xt, yt = torch.from_numpy(np.array(x)), torch.from_numpy(np.array(y))
     torch_formula(xt, yt, sigma)
     times = []
     for _ in range(repeats):
@@ -122,7 +122,8 @@ def near_tie_accuracy(n, d, m, sigmas):
         row = {"sigma": s, "jaxgap": err(den(x, s)), "plain_f32": err(plain_formula(x, y, s)),
                "exact_diff_f32": err(naive_broadcast(jnp.asarray(x), jnp.asarray(y), s))}
         if torch is not None:
-            row["torch_cdist"] = err(torch_formula(torch.from_numpy(x), torch.from_numpy(y), s))
+            xt, yt = torch.from_numpy(x.copy()), torch.from_numpy(y.copy())
+            row["torch_cdist"] = err(torch_formula(xt, yt, s))
         rows.append(row)
     return rows
 
