@@ -2,10 +2,11 @@
 
 Subpackages: :mod:`jaxgap.noise` (EDM noise grids, preconditioning, conversions),
 :mod:`jaxgap.data` (datasets), :mod:`jaxgap.denoisers` (closed-form optimal denoisers),
-:mod:`jaxgap.losses` (denoising losses over noise grids, gap curves).
+:mod:`jaxgap.losses` (denoising losses over noise grids, gap curves), :mod:`jaxgap.nets`
+(flax.nnx EDM denoisers), :mod:`jaxgap.train` (training that tracks the gap).
 """
 
-from jaxgap import data, denoisers, losses, noise
+from jaxgap import data, denoisers, losses, nets, noise
 from jaxgap.denoisers import (
     EmpiricalDenoiser,
     GaussianDenoiser,
@@ -23,6 +24,7 @@ __all__ = [
     "data",
     "denoisers",
     "losses",
+    "nets",
     "noise",
     "score",
     "velocity",

@@ -58,8 +58,9 @@ def float_array(x, name: str, *, ndim: int | None = None, min_ndim: int | None =
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
-    if finite and is_concrete(x) and x.size and not bool(jnp.all(jnp.isfinite(x))):
-        bad = int(jnp.size(x) - jnp.sum(jnp.isfinite(x)))
+    # NumPy, not jnp: inside a jit trace jnp ops on a captured constant give tracers.
+    if finite and is_concrete(x) and x.size and not np.all(np.isfinite(np.asarray(x))):
+        bad = int(x.size - np.sum(np.isfinite(np.asarray(x))))
         raise ValueError(f"{name}: expected finite values, got {bad} NaN or inf entries")
     return x
 
@@ -86,10 +87,11 @@ def sigma_array(sigma, name: str, batch_shape: tuple[int, ...], dtype=None):
             f"{shape_str(batch_shape)} (x.shape[:-1]), got shape {shape_str(sig.shape)}")
     sig = jnp.asarray(sig, dtype=dtype if dtype is not None else jnp.result_type(float))
     if is_concrete(sig):
-        if not bool(jnp.all(jnp.isfinite(sig))):
+        values = np.asarray(sig)
+        if not np.all(np.isfinite(values)):
             raise ValueError(f"{name}: expected finite values, got NaN or inf")
-        if not bool(jnp.all(sig > 0)):
-            raise ValueError(f"{name}: expected values > 0, got min {float(jnp.min(sig))!r}")
+        if not np.all(values > 0):
+            raise ValueError(f"{name}: expected values > 0, got min {float(values.min())!r}")
     return jnp.broadcast_to(sig, batch_shape)
 
 

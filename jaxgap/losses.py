@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxgap import noise as _noise
-from jaxgap._checks import float_array, positive_int
+from jaxgap._checks import float_array, is_concrete, positive_int
 
 _MAX_ELEMENTS = 1 << 22  # noisy queries per batch, times d: ~16 MB of float32 per buffer
 
@@ -106,8 +106,8 @@ def _check(denoiser, data, sigmas, key, num_noise, batch_size, mesh, name="data"
         raise ValueError(f"{name}: expected last dimension d = {dim} (the denoiser's), "
                          f"got shape [{data.shape[0]}, {data.shape[1]}]")
     sigmas = float_array(sigmas, "sigmas", ndim=1)
-    if not bool(jnp.all(sigmas > 0)):
-        raise ValueError(f"sigmas: expected values > 0, got min {float(jnp.min(sigmas))!r}")
+    if is_concrete(sigmas) and not np.all(np.asarray(sigmas) > 0):
+        raise ValueError(f"sigmas: expected values > 0, got min {float(np.min(sigmas))!r}")
     if not (isinstance(key, jax.Array) and key.shape in ((2,), ()) and
             (key.dtype == jnp.uint32 or jnp.issubdtype(key.dtype, jax.dtypes.prng_key))):
         raise ValueError(f"key: expected a PRNG key (jax.random.PRNGKey or jax.random.key), "

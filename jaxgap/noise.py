@@ -107,11 +107,12 @@ def _array_in(x, name: str, *, low: float = 0.0, high: float = math.inf,
     """``x`` as a floating array, its values (when concrete) finite and inside the interval."""
     x = float_array(x, name, allow_empty=True)  # dtype, and finiteness when concrete
     if is_concrete(x) and x.size:
-        above = (x >= low) if low_closed else (x > low)
-        below = (x <= high) if high_closed else (x < high)
+        v = np.asarray(x)  # NumPy: inside a jit trace jnp ops on a constant give tracers
+        above = (v >= low) if low_closed else (v > low)
+        below = (v <= high) if high_closed else (v < high)
         ok = above & below
-        if not bool(jnp.all(ok)):
-            bad = float(x[~ok].ravel()[0])
+        if not np.all(ok):
+            bad = float(v[~ok].ravel()[0])
             raise ValueError(
                 f"{name}: expected {_interval(low, high, low_closed, high_closed)}, got {bad!r}")
     return x

@@ -19,6 +19,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from jaxgap._checks import float_array, is_concrete, positive_float, shape_str
@@ -89,8 +90,8 @@ class GMMDenoiser(Denoiser):
                  *, rtol: float | None = None):
         weights = float_array(weights, "weights", ndim=1)
         k = weights.shape[0]
-        if is_concrete(weights) and not bool(jnp.all(weights > 0)):
-            raise ValueError(f"weights: expected values > 0, got min {float(jnp.min(weights))!r}")
+        if is_concrete(weights) and not np.all(np.asarray(weights) > 0):
+            raise ValueError(f"weights: expected values > 0, got min {float(np.min(weights))!r}")
         means = float_array(means, "means", ndim=2)
         if means.shape[0] != k:
             raise ValueError(f"means: expected shape [K, d] with K = {k} (from weights), "
@@ -111,8 +112,8 @@ class GMMDenoiser(Denoiser):
             self.variances, self.eigvecs = _psd_eigh(covs, "covs", dtype, rtol)
         else:
             self.cov_type = "diag" if covs.ndim == 2 else "iso"
-            if is_concrete(covs) and not bool(jnp.all(covs >= 0)):
-                raise ValueError(f"covs: expected variances >= 0, got min {float(jnp.min(covs))!r}")
+            if is_concrete(covs) and not np.all(np.asarray(covs) >= 0):
+                raise ValueError(f"covs: expected variances >= 0, got min {float(np.min(covs))!r}")
             self.variances, self.eigvecs = covs.astype(dtype), None
         weights = weights.astype(dtype)
         self.weights = weights / jnp.sum(weights)

@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 import numpy as np
+from matplotlib import cm, colormaps, colors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["plot_gap_curve"]
+__all__ = ["plot_gap_curve", "plot_gap_over_training"]
 
 _CURVE_KEYS = ("sigmas", "train", "val", "gap")
 _SE_KEYS = ("train_se", "val_se", "gap_se")
@@ -135,3 +136,44 @@ def plot_gap_curve(curve: Any, path: str | os.PathLike | IO[bytes], *,
         fig.savefig(path, format="png", dpi=dpi)
     finally:
         fig.clear()  # drop artists now; the figure is not registered with pyplot
+
+
+def plot_gap_over_training(rows, path: str | os.PathLike | IO[bytes], *,
+                           title: str | None = None, ema: bool = True, dpi: int = 150) -> None:
+    r"""Gap curves ``L_val(sigma) - L_train(sigma)`` of a network, coloured by training step.
+
+    Args:
+      rows: evaluation rows of ``metrics.jsonl`` (:func:`jaxgap.train.read_metrics`), each
+        with ``step``, ``sigmas`` and ``gap`` / ``ema_gap`` (``[K]`` lists).
+      path: PNG file name or binary file object.
+      title: figure title.
+      ema: plot the EMA weights' gaps (default) or the raw weights'.
+      dpi: resolution.
+    """
+    if not rows:
+        raise ValueError("rows: expected at least one evaluation row, got none")
+    key = "ema_gap" if ema else "gap"
+    fig = Figure(figsize=(7.0, 4.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    steps = np.array([r["step"] for r in rows], dtype=np.float64)
+    norm = (steps - steps.min()) / max(steps.max() - steps.min(), 1.0)
+    cmap = colormaps["viridis"]
+    for r, u in zip(rows, norm, strict=True):
+        ax.plot(np.asarray(r["sigmas"]), np.asarray(r[key]), color=cmap(u), linewidth=1.2)
+    last = rows[-1]
+    k = int(np.nanargmax(np.asarray(last[key])))
+    ax.axvline(last["sigmas"][k], color="k", linestyle=":", linewidth=1.0)
+    ax.axhline(0.0, color="0.5", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel(r"noise level $\sigma$")
+    ax.set_ylabel(r"$L_{val} - L_{train}$" + (" (EMA)" if ema else ""))
+    ax.grid(True, which="major", alpha=0.3)
+    mappable = cm.ScalarMappable(norm=colors.Normalize(steps.min(), steps.max()), cmap=cmap)
+    fig.colorbar(mappable, ax=ax, label="training step")
+    if title:
+        fig.suptitle(title)
+    try:
+        fig.savefig(path, format="png", dpi=dpi)
+    finally:
+        fig.clear()

@@ -1,0 +1,43 @@
+r"""Flax ``nnx`` denoisers with EDM preconditioning, obeying the protocol ``D(x, sigma)``.
+
+Every network here is an :class:`EDMPrecond` around a raw network ``F``:
+
+.. math::
+    D(x, \sigma) = c_\mathrm{skip}(\sigma)\, x + c_\mathrm{out}(\sigma)\,
+    F\bigl(c_\mathrm{in}(\sigma)\, x, c_\mathrm{noise}(\sigma)\bigr)
+
+(Karras et al., 2022, Table 1). Inputs and outputs are flat ``[..., d]`` arrays (images in
+HWC order, as :mod:`jaxgap.data` stores them) and ``sigma`` is a scalar or an array
+broadcastable to ``x.shape[:-1]``, exactly as for the closed-form denoisers, so losses,
+samplers and metrics take them unchanged. flax 0.12 ``nnx`` modules are pytrees: pass them
+straight through ``jax.jit``; differentiate with ``nnx.split``/``nnx.merge`` or
+``nnx.value_and_grad``.
+
+Example:
+  >>> from flax import nnx
+  >>> from jaxgap import nets
+  >>> D = nets.UNetDenoiser((8, 8, 1), rngs=nnx.Rngs(0))     # doctest: +SKIP
+  >>> x_hat = jax.jit(lambda D, x, s: D(x, s))(D, x, sigma)   # doctest: +SKIP
+
+References:
+  T. Karras, M. Aittala, T. Aila, S. Laine. Elucidating the Design Space of Diffusion-Based
+  Generative Models. NeurIPS 2022 (arXiv:2206.00364).
+"""
+
+from jaxgap.nets._embedding import NoiseEmbedding
+from jaxgap.nets._factory import DENOISER_KINDS, make_denoiser
+from jaxgap.nets._precond import EDMPrecond, param_count
+from jaxgap.nets.mlp import MLP, MLPDenoiser
+from jaxgap.nets.unet import UNet, UNetDenoiser
+
+__all__ = [
+    "DENOISER_KINDS",
+    "EDMPrecond",
+    "MLP",
+    "MLPDenoiser",
+    "NoiseEmbedding",
+    "UNet",
+    "UNetDenoiser",
+    "make_denoiser",
+    "param_count",
+]

@@ -1,0 +1,59 @@
+"""``make_denoiser``: build a network denoiser by kind name (for configs and the CLI)."""
+
+from __future__ import annotations
+
+import math
+
+from flax import nnx
+
+from jaxgap._checks import positive_int
+from jaxgap.nets._precond import EDMPrecond
+from jaxgap.nets.mlp import MLPDenoiser
+from jaxgap.nets.unet import UNetDenoiser, _image_shape
+
+__all__ = ["DENOISER_KINDS", "make_denoiser"]
+
+#: Kinds accepted by :func:`make_denoiser`.
+DENOISER_KINDS = ("mlp", "unet")
+
+
+def make_denoiser(kind: str, dim: int, image_shape=None, *, seed: int = 0,
+                  **kwargs) -> EDMPrecond:
+    """Build an EDM-preconditioned network denoiser from a kind name.
+
+    Args:
+      kind: ``"mlp"`` (:class:`MLPDenoiser`) or ``"unet"`` (:class:`UNetDenoiser`).
+      dim: data dimension ``d``.
+      image_shape: ``(H, W, C)`` with ``H * W * C == d``; required for ``"unet"``, checked
+        against ``dim`` (and otherwise unused) for ``"mlp"``.
+      seed: integer seed of ``nnx.Rngs`` for the initial weights.
+      **kwargs: keyword arguments of the chosen class (``width``, ``depth``, ``channels``,
+        ``blocks_per_level``, ``emb_dim``, ``sigma_data``, ...).
+
+    Returns:
+      The denoiser, an ``nnx.Module`` obeying the protocol ``D(x, sigma)``.
+
+    Raises:
+      ValueError: an unknown ``kind``, a missing or inconsistent ``image_shape``, a bad
+        ``dim`` or ``seed``.
+
+    Example:
+      >>> ds = jaxgap.data.load("digits")                                   # doctest: +SKIP
+      >>> D = make_denoiser("unet", ds.dim, ds.image_shape, seed=0)         # doctest: +SKIP
+    """
+    if kind not in DENOISER_KINDS:
+        raise ValueError(f"kind: expected one of {', '.join(map(repr, DENOISER_KINDS))}, "
+                         f"got {kind!r}")
+    dim = positive_int(dim, "dim")
+    seed = positive_int(seed, "seed", minimum=0)
+    if image_shape is not None:
+        image_shape = _image_shape(image_shape)
+        if math.prod(image_shape) != dim:
+            raise ValueError(f"image_shape: expected a shape with product d = {dim}, got "
+                             f"{image_shape} (product {math.prod(image_shape)})")
+    rngs = nnx.Rngs(seed)
+    if kind == "mlp":
+        return MLPDenoiser(dim, rngs=rngs, **kwargs)
+    if image_shape is None:
+        raise ValueError("image_shape: expected (H, W, C) for kind='unet', got None")
+    return UNetDenoiser(image_shape, rngs=rngs, **kwargs)

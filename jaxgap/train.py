@@ -1,0 +1,435 @@
+"""Train EDM score networks and record the generalization gap over training time.
+
+The run folder holds ``config.json`` (the frozen :class:`TrainConfig`), ``metrics.jsonl``
+(one JSON object per evaluation: per-sigma train/val losses and gap for the raw and the EMA
+weights, plus the training loss) and ``checkpoints/`` (orbax: parameters, EMA, optimizer
+state, step and the running training-loss sums), so a run can be inspected and resumed.
+
+Everything random is a function of ``(seed, step)``: the data order of an epoch is a
+permutation drawn from ``fold_in(data_key, epoch)``, the noise of step ``t`` from
+``fold_in(train_key, t)``, and every evaluation uses the same key (common random numbers
+across training time). A run killed at any point and resumed from its last checkpoint
+therefore writes the same ``metrics.jsonl`` rows as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from tqdm.auto import tqdm
+
+from jaxgap import data as _data
+from jaxgap import noise as _noise
+from jaxgap.losses import gap_curve
+from jaxgap.nets import make_denoiser
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (read only at the entry point).
+
+    Attributes:
+      data: a :func:`jaxgap.data.load` name.
+      model: ``"mlp"`` or ``"unet"``.
+      train_size: number of training examples used (``None``: all).
+      steps: optimizer steps.
+      batch_size: examples per step (capped at ``train_size``).
+      lr, warmup, weight_decay: AdamW with linear warm-up to ``lr`` over ``warmup`` steps.
+      ema: EMA decay of the parameters (with the usual ``(1 + t) / (10 + t)`` warm-up).
+      p_mean, p_std, sigma_data: EDM log-normal training sigmas and data scale.
+      eval_every: steps between evaluations (also at step 0 and at the end).
+      ckpt_every: steps between checkpoints (also at the end).
+      eval_sigmas, sigma_min, sigma_max: the fixed log grid of the evaluations.
+      eval_num_noise: noise draws per example in the evaluations.
+      eval_val_size: validation examples evaluated (``None``: all).
+      width, depth: MLP size; channels: UNet channels per level.
+      seed: the one seed of the run (data split, init, data order, noise).
+    """
+
+    data: str = "digits"
+    model: str = "mlp"
+    train_size: int | None = None
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.0
+    ema: float = 0.999
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    sigma_data: float = 0.5
+    eval_every: int = 200
+    ckpt_every: int = 500
+    eval_sigmas: int = 24
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    eval_num_noise: int = 1
+    eval_val_size: int | None = None
+    width: int = 256
+    depth: int = 4
+    channels: tuple[int, ...] = (32, 64)
+    seed: int = 0
+
+    def validate(self) -> TrainConfig:
+        """Check every field; raise ``ValueError`` naming the first bad one."""
+        if self.model not in ("mlp", "unet"):
+            raise ValueError(f"model: expected 'mlp' or 'unet', got {self.model!r}")
+        for name in ("steps", "batch_size", "eval_every", "ckpt_every", "eval_sigmas",
+                     "eval_num_noise", "width", "depth"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        for name in ("train_size", "eval_val_size"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name}: expected a positive integer or None, got {v!r}")
+        if self.eval_sigmas < 2:
+            raise ValueError(f"eval_sigmas: expected at least 2, got {self.eval_sigmas}")
+        for name in ("lr", "sigma_data", "p_std", "sigma_min", "sigma_max"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name}: expected a finite number > 0, got {v!r}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema: expected a decay in [0, 1), got {self.ema!r}")
+        if self.warmup < 0 or self.weight_decay < 0:
+            raise ValueError("warmup, weight_decay: expected values >= 0")
+        if self.sigma_min >= self.sigma_max:
+            raise ValueError(f"sigma_min: expected < sigma_max = {self.sigma_max}, "
+                             f"got {self.sigma_min}")
+        if not all(isinstance(c, int) and c > 0 for c in self.channels):
+            raise ValueError(f"channels: expected positive integers, got {self.channels!r}")
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"config: unknown fields {unknown}")
+        d = dict(d)
+        if "channels" in d:
+            d["channels"] = tuple(d["channels"])
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------
+# Pieces: data, model, optimizer, one jit-compiled step
+# ---------------------------------------------------------------------------------------
+
+def load_data(config: TrainConfig):
+    """The run's dataset, cut to ``train_size``; raises ValueError if too large."""
+    ds = _data.load(config.data, seed=config.seed)
+    if config.train_size is not None:
+        if config.train_size > ds.num_train:
+            raise ValueError(f"train_size: expected at most {ds.num_train} (the training "
+                             f"examples of {ds.name!r}), got {config.train_size}")
+        ds = ds.with_train_size(config.train_size)
+    return ds
+
+
+def build_model(config: TrainConfig, dim: int, image_shape):
+    """The untrained network of the run (deterministic given the seed)."""
+    if config.model == "unet":
+        if image_shape is None:
+            raise ValueError(f"model: 'unet' needs image data; {config.data!r} has no "
+                             "image shape (use --model mlp)")
+        return make_denoiser("unet", dim, image_shape, seed=config.seed,
+                             channels=tuple(config.channels), sigma_data=config.sigma_data)
+    return make_denoiser("mlp", dim, seed=config.seed, width=config.width, depth=config.depth,
+                         sigma_data=config.sigma_data)
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """AdamW with a linear warm-up (Adam when ``weight_decay = 0``)."""
+    schedule = optax.warmup_constant_schedule(0.0, config.lr, max(config.warmup, 1))
+    return optax.adamw(schedule, weight_decay=config.weight_decay)
+
+
+def edm_loss(model, x0, key, *, p_mean, p_std, sigma_data):
+    r"""EDM training loss of a batch (Karras et al. 2022, eq. 8, per dimension).
+
+    .. math:: \mathbb{E}\,\lambda(\sigma)\,\frac{1}{d}\,|D(x_0 + \sigma\epsilon, \sigma) - x_0|^2,
+        \quad \ln\sigma \sim N(P_{mean}, P_{std}^2).
+    """
+    k_sigma, k_eps = jax.random.split(key)
+    sigma = _noise.sample_lognormal_sigmas(k_sigma, (x0.shape[0],), p_mean=p_mean, p_std=p_std)
+    eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
+    out = model(x0 + sigma[:, None] * eps, sigma)
+    weight = _noise.edm_loss_weight(sigma, sigma_data)
+    return jnp.mean(weight * jnp.mean((out - x0) ** 2, axis=-1))
+
+
+def batch_indices(data_key, step, n: int, batch: int):
+    """Example indices of ``step``: epoch-wise permutations drawn from ``(data_key, epoch)``."""
+    per_epoch = n // batch
+    epoch, pos = step // per_epoch, step % per_epoch
+    perm = jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
+    return jax.lax.dynamic_slice_in_dim(perm, pos * batch, batch)
+
+
+class TrainState(dict):
+    """The checkpointed state: ``params``, ``ema``, ``opt_state``, ``step``, ``loss_sum``,
+    ``loss_count`` (a dict, so orbax saves and restores it as a plain pytree)."""
+
+
+def make_step(graphdef, tx, config: TrainConfig, train_x, batch: int):
+    """One jit-compiled training step ``state -> (state, loss)``."""
+    base = jax.random.PRNGKey(config.seed)
+    data_key, train_key = jax.random.fold_in(base, 1), jax.random.fold_in(base, 2)
+    n = train_x.shape[0]
+
+    def loss_fn(params, x0, key):
+        return edm_loss(nnx.merge(graphdef, params), x0, key, p_mean=config.p_mean,
+                        p_std=config.p_std, sigma_data=config.sigma_data)
+
+    @jax.jit
+    def step_fn(state, train_x):
+        step = state["step"]
+        x0 = train_x[batch_indices(data_key, step, n, batch)]
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], x0,
+                                                  jax.random.fold_in(train_key, step))
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        decay = jnp.minimum(config.ema, (1.0 + step) / (10.0 + step))
+        ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state["ema"], params)
+        new = dict(params=params, ema=ema, opt_state=opt_state, step=step + 1,
+                   loss_sum=state["loss_sum"] + loss, loss_count=state["loss_count"] + 1)
+        return new, loss
+
+    return lambda state: step_fn(state, train_x)
+
+
+# ---------------------------------------------------------------------------------------
+# Run folder: config, metrics, checkpoints
+# ---------------------------------------------------------------------------------------
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_metrics(path: Path, upto: int | None = None) -> list[dict]:
+    """Rows of ``metrics.jsonl`` (a torn last line from a kill is dropped)."""
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if upto is None or row["step"] <= upto:
+                rows.append(row)
+    return rows
+
+
+def _manager(workdir: Path) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True,
+                                           enable_async_checkpointing=False)
+    return ocp.CheckpointManager((workdir / CHECKPOINTS).absolute(), options=options)
+
+
+def _pure(state: dict) -> dict:
+    out = dict(state)
+    out["params"] = nnx.to_pure_dict(state["params"])
+    out["ema"] = nnx.to_pure_dict(state["ema"])
+    return out
+
+
+def _restore(manager, template: dict, step: int) -> dict:
+    """Restore checkpoint ``step`` into the structure of ``template``."""
+    pure = _pure(template)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, pure)
+    try:
+        restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as err:  # orbax raises many types for unreadable files
+        raise ValueError(f"checkpoint: cannot restore step {step} from "
+                         f"{manager.directory}: {type(err).__name__}: {err}") from err
+    out = dict(restored)
+    for name in ("params", "ema"):
+        st = jax.tree.map(lambda x: x, template[name])
+        nnx.replace_by_pure_dict(st, restored[name])
+        out[name] = st
+    return out
+
+
+def _check_run_folder(workdir: Path, config: TrainConfig, resume: bool) -> None:
+    cfg_path = workdir / CONFIG
+    if cfg_path.exists():
+        try:
+            old = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"out: {cfg_path} is not a jaxgap training config ({err})") from err
+        if old != config:
+            diff = sorted(k for k in dataclasses.asdict(config)
+                          if getattr(old, k) != getattr(config, k))
+            raise ValueError(f"out: {workdir} holds a run with a different config "
+                             f"(differs in {', '.join(diff)}); choose another --out")
+        if not resume and ((workdir / CHECKPOINTS).exists() or (workdir / METRICS).exists()):
+            raise ValueError(f"out: {workdir} already holds a run; pass --resume to continue "
+                             "it or choose another --out")
+
+
+def _evaluate(model_of, state, train_x, val_x, sigmas, key, num_noise):
+    row = {}
+    for prefix, params in (("", state["params"]), ("ema_", state["ema"])):
+        curve = gap_curve(model_of(params), train_x, val_x, sigmas, key, num_noise=num_noise)
+        row[prefix + "train"] = np.asarray(curve.train, np.float64).tolist()
+        row[prefix + "val"] = np.asarray(curve.val, np.float64).tolist()
+        row[prefix + "gap"] = np.asarray(curve.gap, np.float64).tolist()
+        row[prefix + "gap_se"] = np.asarray(curve.gap_se, np.float64).tolist()
+    return row
+
+
+def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
+                       progress: bool = True) -> dict:
+    """Train, evaluate the per-sigma gap every ``eval_every`` steps, checkpoint; resumable.
+
+    Args:
+      config: the run's :class:`TrainConfig`.
+      workdir: the run folder (created).
+      resume: continue from the last checkpoint in ``workdir``.
+      progress: show a tqdm bar with the loss and steps/s.
+
+    Returns:
+      A summary dict: final step, the last metrics row, the sigma of the largest final gap.
+    """
+    config = config.validate()
+    workdir = Path(workdir)
+    ds = load_data(config)
+    _check_run_folder(workdir, config, resume)
+    workdir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(workdir / CONFIG, config.to_json())
+
+    model = build_model(config, ds.dim, ds.image_shape)
+    graphdef, params = nnx.split(model)
+    tx = make_optimizer(config)
+    state = dict(params=params, ema=jax.tree.map(jnp.copy, params), opt_state=tx.init(params),
+                 step=jnp.asarray(0, jnp.int32), loss_sum=jnp.asarray(0.0, jnp.float32),
+                 loss_count=jnp.asarray(0, jnp.int32))
+    manager = _manager(workdir)
+    start = 0
+    latest = manager.latest_step()
+    if latest is not None:
+        if not resume:  # pragma: no cover - _check_run_folder refused already
+            raise ValueError(f"out: {workdir} holds checkpoints; pass --resume")
+        state = _restore(manager, state, latest)
+        start = int(state["step"])
+    metrics_path = workdir / METRICS
+    rows = _read_metrics(metrics_path, upto=start if latest is not None else -1)
+    _write_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    train_x = jnp.asarray(ds.train)
+    val_x = jnp.asarray(ds.val if config.eval_val_size is None else
+                        ds.val[: config.eval_val_size])
+    batch = min(config.batch_size, ds.num_train)
+    step_fn = make_step(graphdef, tx, config, train_x, batch)
+    sigmas = _noise.log_sigmas(config.eval_sigmas, config.sigma_min, config.sigma_max)
+    eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 3)
+    model_of = lambda p: nnx.merge(graphdef, p)  # noqa: E731
+
+    def evaluate_and_log(state):
+        step = int(state["step"])
+        count = int(state["loss_count"])
+        row = {"step": step, "sigmas": np.asarray(sigmas, np.float64).tolist(),
+               "train_loss": float(state["loss_sum"]) / count if count else None}
+        row.update(_evaluate(model_of, state, train_x, val_x, sigmas, eval_key,
+                             config.eval_num_noise))
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return row, dict(state, loss_sum=jnp.zeros_like(state["loss_sum"]),
+                         loss_count=jnp.zeros_like(state["loss_count"]))
+
+    def checkpoint(state):
+        manager.save(int(state["step"]), args=ocp.args.StandardSave(_pure(state)), force=True)
+        manager.wait_until_finished()
+
+    last_row = rows[-1] if rows else None
+    if start == 0:
+        last_row, state = evaluate_and_log(state)
+    bar = tqdm(total=config.steps, initial=start, disable=not progress, unit="step",
+               dynamic_ncols=True, desc=f"train {config.model}")
+    t0, done = time.perf_counter(), 0
+    for step in range(start, config.steps):
+        state, loss = step_fn(state)
+        done += 1
+        now = step + 1
+        if now % config.eval_every == 0 or now == config.steps:
+            last_row, state = evaluate_and_log(state)
+        if now % config.ckpt_every == 0 or now == config.steps:
+            checkpoint(state)
+        if progress and (now % 10 == 0 or now == config.steps):
+            rate = done / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(loss=f"{float(loss):.4f}", steps_per_s=f"{rate:.1f}")
+            bar.update(now - bar.n)
+    bar.close()
+    manager.close()
+    gap = np.asarray(last_row["ema_gap"]) if last_row else None
+    peak = float(np.asarray(last_row["sigmas"])[int(np.argmax(gap))]) if last_row else None
+    return {"step": config.steps, "last": last_row, "peak_sigma_ema": peak,
+            "workdir": str(workdir)}
+
+
+def load_config(run_dir) -> TrainConfig:
+    """The :class:`TrainConfig` saved in a run folder."""
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        raise ValueError(f"run_dir: no {CONFIG} in {run_dir} (not a jaxgap training run)")
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text())).validate()
+    except (json.JSONDecodeError, TypeError) as err:
+        raise ValueError(f"run_dir: {path} is not a valid config ({err})") from err
+
+
+def load_denoiser(run_dir, *, ema: bool = True, step: int | None = None):
+    """The trained network of a run folder, as a denoiser ``D(x, sigma)``.
+
+    Args:
+      run_dir: a folder written by :func:`train_and_evaluate`.
+      ema: the EMA weights (default) or the raw ones.
+      step: a checkpointed step (default: the latest).
+    """
+    config = load_config(run_dir)
+    ds = load_data(config)
+    model = build_model(config, ds.dim, ds.image_shape)
+    graphdef, params = nnx.split(model)
+    tx = make_optimizer(config)
+    template = dict(params=params, ema=params, opt_state=tx.init(params),
+                    step=jnp.asarray(0, jnp.int32), loss_sum=jnp.asarray(0.0, jnp.float32),
+                    loss_count=jnp.asarray(0, jnp.int32))
+    manager = _manager(Path(run_dir))
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise ValueError(f"run_dir: no checkpoint in {Path(run_dir) / CHECKPOINTS}")
+    state = _restore(manager, template, step)
+    manager.close()
+    return nnx.merge(graphdef, state["ema" if ema else "params"])
+
+
+def read_metrics(run_dir) -> list[dict]:
+    """All evaluation rows of a run folder."""
+    return _read_metrics(Path(run_dir) / METRICS)
