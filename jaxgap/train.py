@@ -314,7 +314,8 @@ def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
       progress: show a tqdm bar with the loss and steps/s.
 
     Returns:
-      A summary dict: final step, the last metrics row, the sigma of the largest final gap.
+      A summary dict: final ``step``, ``resumed_from`` (the restored step, 0 for a fresh
+      run), the ``last`` metrics row and ``peak_sigma_ema`` (where the final EMA gap peaks).
     """
     config = config.validate()
     workdir = Path(workdir)
@@ -390,8 +391,8 @@ def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
     manager.close()
     gap = np.asarray(last_row["ema_gap"]) if last_row else None
     peak = float(np.asarray(last_row["sigmas"])[int(np.argmax(gap))]) if last_row else None
-    return {"step": config.steps, "last": last_row, "peak_sigma_ema": peak,
-            "workdir": str(workdir)}
+    return {"step": config.steps, "resumed_from": start, "last": last_row,
+            "peak_sigma_ema": peak, "workdir": str(workdir)}
 
 
 def load_config(run_dir) -> TrainConfig:

@@ -155,3 +155,27 @@ def test_real_run_gap_grows_and_peaks_at_intermediate_sigma(tmp_path):
     # Measured: a plateau at 0.1407 from sigma = 0.002 up, with a bump of +0.8% (0.1418 at
     # sigma = 0.5, seen with 64 noise draws) just before it falls: flat to within 1.5%.
     assert gap[0] >= 0.985 * gap.max()
+
+
+def test_interrupted_checkpoint_write_never_replaces_the_last_good_one(tmp_path):
+    """A checkpoint whose write was cut short (orbax's temporary folder, never renamed) is
+    ignored: the run resumes from the last complete one and reproduces the same rows."""
+    import shutil
+
+    config = TrainConfig(train_size=32, batch_size=8, steps=6, eval_every=1, ckpt_every=2,
+                         eval_sigmas=4, width=16, depth=1, seed=2)
+    run = tmp_path / "r"
+    train_and_evaluate(config, run, progress=False)
+    reference = read_metrics(run)
+    ckpt = run / "checkpoints"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["4", "6"]
+    torn = ckpt / "6.orbax-checkpoint-tmp-1234"
+    (ckpt / "6").rename(torn)
+    shutil.rmtree(torn / "default")  # the arrays never made it to disk
+    (torn / "commit_success.txt").unlink(missing_ok=True)
+    summary = train_and_evaluate(config, run, resume=True, progress=False)
+    assert summary["step"] == 6 and summary["resumed_from"] == 4
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == list(range(7))
+    for a, b in zip(reference, rows, strict=True):
+        np.testing.assert_allclose(b["ema_gap"], a["ema_gap"], rtol=1e-6, atol=1e-9)
