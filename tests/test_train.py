@@ -179,3 +179,15 @@ def test_interrupted_checkpoint_write_never_replaces_the_last_good_one(tmp_path)
     assert [r["step"] for r in rows] == list(range(7))
     for a, b in zip(reference, rows, strict=True):
         np.testing.assert_allclose(b["ema_gap"], a["ema_gap"], rtol=1e-6, atol=1e-9)
+
+
+def test_unet_smoke_and_image_shape_check(tmp_path):
+    config = TrainConfig(model="unet", channels=(8, 16), train_size=16, batch_size=8, steps=2,
+                         eval_every=1, ckpt_every=2, eval_sigmas=3, eval_val_size=8, seed=0)
+    summary = train_and_evaluate(config, tmp_path / "u", progress=False)
+    assert np.all(np.isfinite(summary["last"]["ema_gap"]))
+    den = load_denoiser(tmp_path / "u")
+    assert den(np.zeros((3, 64), np.float32), 1.0).shape == (3, 64)
+    with pytest.raises(ValueError, match="image"):
+        train_and_evaluate(TrainConfig(model="unet", data="gaussian", steps=1),
+                           tmp_path / "g", progress=False)
