@@ -6,7 +6,7 @@ Subpackages: :mod:`jaxgap.noise` (EDM noise grids, preconditioning, conversions)
 (flax.nnx EDM denoisers), :mod:`jaxgap.train` (training that tracks the gap).
 """
 
-from jaxgap import data, denoisers, losses, nets, noise
+from jaxgap import data, denoisers, losses, metrics, nets, noise, sampling
 from jaxgap.denoisers import (
     EmpiricalDenoiser,
     GaussianDenoiser,
@@ -24,8 +24,10 @@ __all__ = [
     "data",
     "denoisers",
     "losses",
+    "metrics",
     "nets",
     "noise",
+    "sampling",
     "score",
     "velocity",
 ]
