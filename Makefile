@@ -28,6 +28,7 @@ bench: $(BIN)/.jaxgap-installed
 	$(BIN)/python benchmarks/empirical_memory.py
 	$(BIN)/python benchmarks/gap_curve.py
 	$(BIN)/python benchmarks/devices.py
+	$(BIN)/python benchmarks/train_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

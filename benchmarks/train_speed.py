@@ -17,10 +17,14 @@ script checks that both have the same parameter count and tensor names, and that
 forward passes agree (weights copied, output layer set to random values) before timing.
 
 Timing: steady state, compilation and warm-up steps excluded, the median over repeats of a
-chunk of consecutive steps (jax: ``block_until_ready`` on the returned state). Reported:
-steps/s, jax/torch ratio, and GFLOP/s from XLA's cost analysis of the step against a plain
-float32 matmul of about equal FLOPs measured in this process (the ceiling). At batch 128 these
-networks are small: the step is dominated by per-op overhead, not by FLOPs.
+chunk of consecutive steps (jax: ``block_until_ready`` on the returned state), the jax and
+torch chunks alternating so that a change of machine load hits both alike. Reported:
+steps/s, the jax/torch speed ratio, the first step apart (``first_step_s``: for jax the
+tracing and XLA compilation), and GFLOP/s with the step's FLOPs from XLA's cost analysis of
+the lowered program, against a plain float32 matmul of about equal FLOPs measured in this
+process (the ceiling). Every chunk's time is in the JSON (``chunk_seconds``): torch's OpenMP
+threads slow down sharply (10x and more) while other processes take the cores; the median
+holds while most chunks are spared.
 
 Usage: python benchmarks/train_speed.py [--quick]
 Writes benchmarks/results/train_speed.json.
@@ -81,9 +85,10 @@ def jax_setup(config: TrainConfig):
 
 
 def step_flops(step, state) -> float | None:
-    """FLOPs of one step from XLA's cost analysis (None where the backend gives none)."""
+    """FLOPs of one step from XLA's cost analysis of the lowered program (no compilation);
+    None where the backend gives none."""
     try:
-        cost = jax.jit(step).lower(state).compile().cost_analysis()
+        cost = jax.jit(step).lower(state).cost_analysis()
     except Exception:  # pragma: no cover - backend dependent
         return None
     if isinstance(cost, (list, tuple)):
@@ -102,8 +107,8 @@ def matmul_ceiling(flops: float, repeats: int) -> tuple[float, int]:
     return 2 * m**3 / t / 1e9, m
 
 
-def time_jax(step, state, chunk: int, repeats: int, warmup_steps: int):
-    """(compile + first step seconds, median seconds per step, final state)."""
+def jax_runner(step, state, chunk: int):
+    """(compile + first step seconds, ``run()`` doing ``chunk`` steps, ``state()``)."""
     t0 = time.perf_counter()
     state, _ = step(state)
     jax.block_until_ready(state)
@@ -117,10 +122,22 @@ def time_jax(step, state, chunk: int, repeats: int, warmup_steps: int):
         box[0] = s
         return s
 
-    for _ in range(max(warmup_steps // chunk, 0)):
-        jax.block_until_ready(run())
-    t = median_time(run, repeats=repeats, warmup=1)
-    return first, t / chunk, box[0]
+    return first, run, lambda: box[0]
+
+
+def interleaved_times(runs: list, repeats: int, warmup: int) -> list[list[float]]:
+    """Wall times of ``repeats`` calls of each of ``runs``, the runs alternating (so a change
+    of machine load hits all alike), after ``warmup`` untimed calls of each."""
+    for run in runs:
+        for _ in range(warmup):
+            jax.block_until_ready(run())
+    times = [[] for _ in runs]
+    for _ in range(repeats):
+        for run, ts in zip(runs, times, strict=True):
+            t0 = time.perf_counter()
+            jax.block_until_ready(run())
+            ts.append(time.perf_counter() - t0)
+    return times
 
 
 # ---------------------------------------------------------------------------------------
@@ -304,7 +321,7 @@ def copy_jax_params(tmodel, params) -> None:
         if name not in tparams or tuple(tparams[name].shape) != v.shape:
             raise ValueError(f"torch model has no parameter {name} of shape {v.shape}")
         with torch.no_grad():
-            tparams[name].copy_(torch.from_numpy(np.ascontiguousarray(v)))
+            tparams[name].copy_(torch.from_numpy(np.array(v, np.float32)))
         seen.add(name)
     if seen != set(tparams):
         raise ValueError(f"torch parameters without a jax twin: {sorted(set(tparams) - seen)}")
@@ -341,7 +358,7 @@ def torch_setup(config: TrainConfig, ds, params, batch: int):
                             weight_decay=config.weight_decay)
     warmup = max(config.warmup, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(t / warmup, 1.0))
-    train_x = torch.from_numpy(np.asarray(ds.train, np.float32))
+    train_x = torch.from_numpy(np.array(ds.train, np.float32))
     n = train_x.shape[0]
     per_epoch = n // batch
     gen = torch.Generator().manual_seed(config.seed)
@@ -374,8 +391,8 @@ def torch_setup(config: TrainConfig, ds, params, batch: int):
     return tmodel, one_step, box
 
 
-def time_torch(one_step, chunk: int, repeats: int, warmup_steps: int):
-    """(first step seconds, median seconds per step)."""
+def torch_runner(one_step, chunk: int):
+    """(first step seconds, ``run()`` doing ``chunk`` steps)."""
     t0 = time.perf_counter()
     one_step()
     first = time.perf_counter() - t0
@@ -384,10 +401,7 @@ def time_torch(one_step, chunk: int, repeats: int, warmup_steps: int):
         for _ in range(chunk):
             one_step()
 
-    for _ in range(max(warmup_steps // chunk, 0)):
-        run()
-    t = median_time(run, repeats=repeats, warmup=1)
-    return first, t / chunk
+    return first, run
 
 
 # ---------------------------------------------------------------------------------------
@@ -396,32 +410,37 @@ def bench_model(name: str, chunk: int, repeats: int, warmup_steps: int) -> tuple
     config = TrainConfig(model=name).validate()
     ds, model, state, step, batch = jax_setup(config)
     n_jax = param_count(model)
-    flops = step_flops(step, state)
-    first, t_jax, state = time_jax(step, state, chunk, repeats, warmup_steps)
-    loss_jax = float(state["loss_sum"]) / int(state["loss_count"])
-    rows = [{"model": name, "impl": f"jaxgap make_step (jax {jax.__version__})",
-             "params": n_jax, "first_step_s": first, "ms_per_step": 1e3 * t_jax,
-             "steps_per_s": 1 / t_jax}]
+    first, run, jax_state = jax_runner(step, state, chunk)  # first: trace + compile + run
     info = {"model": name, "params_jax": n_jax, "batch": batch, "dim": ds.dim,
-            "image_shape": list(ds.image_shape), "flops_per_step": flops,
-            "mean_loss_jax": loss_jax}
+            "image_shape": list(ds.image_shape), "flops_per_step": step_flops(step, state)}
+    firsts, runs = [first], [run]
     if torch is not None:
         info["forward_rel_diff"] = forward_check(config, ds, build_model(config, ds.dim,
                                                                           ds.image_shape))
-        params = nnx.state(build_model(config, ds.dim, ds.image_shape), nnx.Param)
-        tmodel, one_step, box = torch_setup(config, ds, params, batch)
-        n_torch = sum(p.numel() for p in tmodel.parameters())
-        info["params_torch"] = n_torch
-        first_t, t_torch = time_torch(one_step, chunk, repeats, warmup_steps)
+        tmodel, one_step, box = torch_setup(config, ds, nnx.state(model, nnx.Param), batch)
+        info["params_torch"] = sum(p.numel() for p in tmodel.parameters())
+        first, run = torch_runner(one_step, chunk)
+        firsts.append(first)
+        runs.append(run)
+    times = interleaved_times(runs, repeats, warmup=max(warmup_steps // chunk, 1))
+    info["chunk_seconds"] = times
+    info["mean_loss_jax"] = float(jax_state()["loss_sum"]) / int(jax_state()["loss_count"])
+    impls = [f"jaxgap make_step (jax {jax.__version__})"]
+    if torch is not None:
         info["mean_loss_torch"] = float(box["loss_sum"]) / box["loss_count"]
-        rows.append({"model": name, "impl": f"torch.nn eager ({torch.__version__})",
-                     "params": n_torch, "first_step_s": first_t, "ms_per_step": 1e3 * t_torch,
-                     "steps_per_s": 1 / t_torch})
-        rows[0]["jax_over_torch"] = t_torch / t_jax
+        impls.append(f"torch.nn eager ({torch.__version__})")
+    rows = []
+    for impl, n_params, first, ts in zip(impls, [n_jax, info.get("params_torch")], firsts,
+                                         times, strict=False):
+        t = float(np.median(ts)) / chunk
+        rows.append({"model": name, "impl": impl, "params": n_params, "first_step_s": first,
+                     "ms_per_step": 1e3 * t, "steps_per_s": 1 / t,
+                     "best_ms_per_step": 1e3 * min(ts) / chunk})
+        if info["flops_per_step"]:
+            rows[-1]["gflops"] = info["flops_per_step"] / t / 1e9
+    if len(rows) == 2:
+        rows[0]["jax_over_torch"] = rows[0]["steps_per_s"] / rows[1]["steps_per_s"]
         rows[1]["jax_over_torch"] = 1.0
-    if flops:
-        for r in rows:
-            r["gflops"] = flops * r["steps_per_s"] / 1e9
     return rows, info
 
 
@@ -429,7 +448,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     args = parser.parse_args()
-    chunk, repeats, warmup_steps = (20, 3, 20) if args.quick else (50, 7, 100)
+    chunk, repeats, warmup_steps = (10, 3, 10) if args.quick else (50, 7, 100)
     if torch is not None:
         torch.set_num_threads(os.cpu_count() or 1)
     rows, infos = [], []
