@@ -7,6 +7,13 @@ Subcommands (one ``_cmd_<name>(args) -> int`` function each, registered in
   closed-form optimal denoiser fit on a dataset's training split; writes ``gap.json``,
   ``gap.csv`` and ``gap.png`` into ``--out`` and prints a short table.
 
+- ``jaxgap train``: train a score network, recording the per-sigma gap over training.
+- ``jaxgap sample``: sample with a closed-form denoiser or a trained run's network; writes
+  ``samples.npz``, ``memorization.json`` (1/3-rule copy fraction with a bootstrap standard
+  error, distances to train and val), ``samples.png`` (image data), ``domain.json`` and
+  ``domain.png`` (sampling trajectories against noisy train and val states at the sampler's
+  noise levels) into ``--out`` and prints a short summary.
+
 Errors share one path: bad arguments, unusable data and unwritable output folders are
 reported as ONE line ``jaxgap: error: ...`` on stderr with exit status 2 and no traceback.
 Outputs are written to temporary names inside the output folder and renamed into place only
@@ -15,6 +22,8 @@ after every file was produced, so a failed run leaves no partial results.
 Example::
 
     jaxgap gap --data digits --denoiser empirical --out runs/demo
+    jaxgap sample --denoiser gaussian --data digits --num 256 --steps 18 --out runs/gauss
+    jaxgap sample --denoiser runs/mlp --num 256 --out runs/mlp-samples
     python -m jaxgap gap --data npz:cifar10.npz --denoiser gaussian --out runs/cifar
 """
 
@@ -41,6 +50,10 @@ PROG = "jaxgap"
 EXIT_ERROR = 2
 DENOISERS = ("empirical", "gaussian")
 GAP_FILES = ("gap.json", "gap.csv", "gap.png")
+SAMPLE_METHODS = ("heun", "euler", "edm")  # jaxgap.sampling.METHODS, without importing JAX
+THRESHOLD = 1.0 / 3.0  # the 1/3 rule of the copy ratio
+NUM_BOOTSTRAP = 1000
+QUANTILES = (0.1, 0.5, 0.9)  # bands of the inference-domain diagnostics
 
 
 class CLIError(Exception):
@@ -220,10 +233,13 @@ def _table(curve, num_rows: int = 10) -> str:
 
 
 def _finite_or_none(value):
+    """``value`` with every non-finite float (in nested lists and dicts) replaced by None."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_finite_or_none(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
     return value
 
 
@@ -381,6 +397,362 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------
+# jaxgap sample
+# ------------------------------------------------------------------------------------------
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _run_folder(path: str):
+    """The :class:`~jaxgap.train.TrainConfig` of a ``jaxgap train`` folder (else CLIError)."""
+    from jaxgap import train as train_mod
+
+    expected = (f"expected {' or '.join(repr(d) for d in DENOISERS)} or a training run folder "
+                "written by 'jaxgap train'")
+    if not os.path.isdir(path):
+        raise CLIError(f"--denoiser: {expected}, got {path!r} (no such folder)")
+    if not os.path.isfile(os.path.join(path, train_mod.CONFIG)):
+        raise CLIError(f"--denoiser: {expected}, got {path!r} (a folder without "
+                       f"{train_mod.CONFIG})")
+    try:
+        return train_mod.load_config(path)
+    except ValueError as err:
+        raise CLIError(f"--denoiser: {err}") from None
+
+
+def _load_network(path: str, dim: int):
+    """The EMA network of a run folder, checked to map ``[1, dim]`` to ``[1, dim]``."""
+    import jax.numpy as jnp
+
+    from jaxgap import train as train_mod
+
+    ckpt = os.path.join(path, train_mod.CHECKPOINTS)
+    if not os.path.isdir(ckpt):  # checked here: the checkpoint manager would create it
+        raise CLIError(f"--denoiser: no checkpoint in {path!r} (no {train_mod.CHECKPOINTS}/ "
+                       "folder; has the run saved one?)")
+    try:
+        den = train_mod.load_denoiser(path, ema=True)
+    except Exception as err:  # orbax raises many kinds for unreadable or partial checkpoints
+        raise CLIError(f"--denoiser: cannot load the network of {path!r}: "
+                       f"{type(err).__name__}: {err}") from None
+    den_dim = getattr(den, "dim", None)
+    if den_dim is not None and int(den_dim) != dim:
+        raise CLIError(f"--denoiser: dimension mismatch: the network of {path!r} takes "
+                       f"d = {int(den_dim)}, its data have d = {dim}")
+    try:
+        out_shape = tuple(den(jnp.zeros((1, dim), jnp.float32), jnp.float32(1.0)).shape)
+    except Exception as err:  # a network built for other shapes fails in many ways
+        raise CLIError(f"--denoiser: dimension mismatch: the network of {path!r} cannot "
+                       f"denoise points of d = {dim}: {type(err).__name__}: {err}") from None
+    if out_shape != (1, dim):
+        raise CLIError(f"--denoiser: dimension mismatch: the network of {path!r} maps "
+                       f"[1, {dim}] to {list(out_shape)}")
+    return den
+
+
+def _grid_index(num_levels: int, num: int | None) -> np.ndarray:
+    """``num`` indices evenly spread over ``range(num_levels)`` (all of them for None)."""
+    if num is None or num >= num_levels:
+        return np.arange(num_levels)
+    return np.unique(np.round(np.linspace(0, num_levels - 1, num)).astype(int))
+
+
+def _domain_exits(diag) -> list[str | None]:
+    """Per sigma: ``"farther"``/``"closer"`` where the trajectories' median normalized NN
+    distance lies above/below the noisy-train band (lowest to highest quantile), else None."""
+    q = np.asarray(diag.quantiles, np.float64)
+    lo, hi, mid = int(np.argmin(q)), int(np.argmax(q)), int(np.argmin(np.abs(q - 0.5)))
+    ref = np.asarray(diag.sets["noisy_train"].normalized_nn_distance, np.float64)
+    med = np.asarray(diag.sets["trajectories"].normalized_nn_distance, np.float64)[:, mid]
+    return ["farther" if m > ref[k, hi] else "closer" if m < ref[k, lo] else None
+            for k, m in enumerate(med)]
+
+
+def _exit_ranges(sigmas, exits) -> list[tuple[float, float, str]]:
+    """Runs of neighbouring sigmas (ascending) with the same exit direction."""
+    s = np.asarray(sigmas, np.float64)
+    order = np.argsort(s)
+    runs: list[list] = []
+    for k in order:
+        e = exits[k]
+        if e is None:
+            if runs and runs[-1][2] is not None:
+                runs.append([s[k], s[k], None])
+            continue
+        if runs and runs[-1][2] == e:
+            runs[-1][1] = s[k]
+        else:
+            runs.append([s[k], s[k], e])
+    return [(float(a), float(b), e) for a, b, e in runs if e is not None]
+
+
+def _exit_summary(diag, exits) -> str:
+    band = np.asarray(diag.quantiles, np.float64)
+    band = f"{100 * band.min():.0f}-{100 * band.max():.0f}%"
+    num = len(exits)
+    out = sum(e is not None for e in exits)
+    head = (f"trajectories vs noisy train (median normalized NN distance against the "
+            f"noisy-train {band} band, {num} sigmas):")
+    if not out:
+        return f"{head} inside the band at every sigma"
+    parts = []
+    for a, b, e in _exit_ranges(diag.sigmas, exits):
+        where = f"sigma = {a:.3g}" if a == b else f"sigma = {a:.3g}..{b:.3g}"
+        parts.append(f"{where} ({e})")
+    return f"{head} outside at {out} of {num}: " + ", ".join(parts)
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    """``jaxgap sample``: sample, measure copying and the inference domain; see the module
+    docstring."""
+    if args.s_churn > 0 and args.method != "edm":
+        raise CLIError(f"--s-churn: expected 0 with --method {args.method} (churn needs "
+                       f"--method edm), got {args.s_churn:g}")
+    if args.diagnostic_sigmas is not None and args.diagnostic_sigmas > args.steps:
+        raise CLIError(f"--diagnostic-sigmas: expected at most --steps = {args.steps} (the "
+                       f"diagnostics use the sampler's noise levels), got "
+                       f"{args.diagnostic_sigmas}")
+    data_kw = dict(args.data_opt)
+    if "seed" in data_kw:
+        raise CLIError("--data-opt: the seed is set with --seed, got seed=...")
+    config = None
+    if args.denoiser in DENOISERS:
+        kind, label = args.denoiser, args.denoiser
+        data_name = args.data if args.data is not None else "digits"
+        seed = args.seed if args.seed is not None else 0
+        data_seed = seed
+    else:
+        kind, label = "network", args.denoiser
+        config = _run_folder(args.denoiser)
+        if args.data is not None and args.data != config.data:
+            raise CLIError(f"--data: the run {args.denoiser!r} was trained on "
+                           f"{config.data!r}; leave --data out or pass that, got {args.data!r}")
+        if args.train_size is not None and args.train_size != config.train_size:
+            raise CLIError(f"--train-size: the run {args.denoiser!r} was trained on "
+                           f"train_size = {config.train_size}; leave --train-size out, got "
+                           f"{args.train_size}")
+        if data_kw:
+            raise CLIError("--data-opt: not used with a run folder (its data come from its "
+                           f"config), got {', '.join(sorted(data_kw))}")
+        data_name = config.data
+        seed = args.seed if args.seed is not None else config.seed
+        data_seed = config.seed
+
+    import jax
+    import jax.numpy as jnp
+
+    from jaxgap import __version__, data, metrics, sampling
+    from jaxgap import train as train_mod
+    from jaxgap.denoisers import EmpiricalDenoiser, GaussianDenoiser
+    from jaxgap.report import plot_domain_diagnostics, plot_sample_grid
+
+    start = time.perf_counter()
+    stages: dict[str, float] = {}
+    created: list[str] = []
+    ok = False
+    try:
+        with _stage_bar(total=7) as bar:
+            def stage(name: str, desc: str):
+                bar.set_description_str(desc)
+                stages[name] = time.perf_counter()
+
+            def done(name: str):
+                stages[name] = time.perf_counter() - stages[name]
+                bar.update(1)
+
+            stage("load", f"load {data_name}")
+            if config is not None:
+                try:
+                    ds = train_mod.load_data(config)
+                except ValueError as err:
+                    raise CLIError(f"--denoiser: the data of run {args.denoiser!r}: "
+                                   f"{err}") from None
+            else:
+                try:
+                    ds = data.load(data_name, seed=data_seed, **data_kw)
+                except ValueError as err:
+                    msg = str(err)
+                    msg = msg[len("name: "):] if msg.startswith("name: ") else msg
+                    raise CLIError(f"--data: {msg}") from None
+                if args.train_size is not None:
+                    if args.train_size > ds.num_train:
+                        raise CLIError(f"--train-size: expected at most {ds.num_train} (the "
+                                       f"training points of {ds.name!r}), got {args.train_size}")
+                    ds = ds.with_train_size(args.train_size)
+            if ds.num_train < 2:
+                raise CLIError(f"--data: the copy ratio needs at least 2 training points, "
+                               f"{ds.name!r} has {ds.num_train}")
+            done("load")
+
+            stage("denoiser", "load network" if kind == "network" else f"fit {kind} denoiser")
+            if kind == "empirical":
+                den = EmpiricalDenoiser(ds.train)
+            elif kind == "gaussian":
+                den = GaussianDenoiser.from_data(ds.train)
+            else:
+                den = _load_network(args.denoiser, ds.dim)
+            done("denoiser")
+
+            # Before any long computation: the results must have somewhere to go.
+            created = _prepare_out_dir(args.out)
+
+            stage("sample", f"sample {args.num} x {args.steps} steps (compile + run)")
+            key = jax.random.PRNGKey(seed)
+            traj = sampling.sample(key, den, args.num, ds.dim, num_steps=args.steps,
+                                   method=args.method, s_churn=args.s_churn,
+                                   return_trajectory=True)
+            traj = jax.block_until_ready(traj)
+            samples = traj.x[-1]
+            bad = int(np.sum(~np.all(np.isfinite(np.asarray(samples)), axis=1)))
+            if bad:
+                raise CLIError(f"--denoiser: sampling diverged: {bad} of {args.num} samples "
+                               "hold non-finite values")
+            done("sample")
+
+            stage("metrics", "memorization metrics")
+            train = jnp.asarray(ds.train)
+            mem = metrics.memorized_fraction(samples, train, threshold=THRESHOLD,
+                                             key=jax.random.fold_in(key, 1),
+                                             num_bootstrap=NUM_BOOTSTRAP)
+            ratio = np.asarray(metrics.copy_ratio(samples, train), np.float64)
+            # The program of copy_ratio's two nearest neighbours is re-used (one compile
+            # less than metrics.distance_to_sets, same distances).
+            nb_train = metrics.nearest_neighbors(samples, train, k=2)
+            nearest = np.asarray(nb_train.index[:, 0])
+            to_train = np.asarray(nb_train.dist[:, 0], np.float64)
+            to_val = np.asarray(metrics.nearest_neighbors(samples, ds.val, k=1).dist[:, 0],
+                                np.float64)
+            done("metrics")
+
+            stage("domain", "inference-domain diagnostics")
+            levels = _grid_index(args.steps, args.diagnostic_sigmas)
+            sig = traj.sigma[:-1][levels]  # the trajectory states sit at the sampler's sigmas
+            sub_train, sub_val = ds.train[:args.num], ds.val[:args.num]
+            diag = metrics.domain_diagnostics(den if kind == "empirical" else train, sig, {
+                "noisy_train": metrics.noisy_states(jax.random.fold_in(key, 2), sub_train, sig),
+                "noisy_val": metrics.noisy_states(jax.random.fold_in(key, 3), sub_val, sig),
+                "trajectories": traj.x[:-1][levels],
+            }, quantiles=QUANTILES)
+            exits = _domain_exits(diag)
+            done("domain")
+
+            stage("plot", "plot")
+            short = kind
+            if kind == "network":
+                short = os.path.basename(os.path.normpath(args.denoiser)) or args.denoiser
+            title = (f"{ds.name} / {short}: {args.num} samples, {args.method}, "
+                     f"{args.steps} steps "
+                     f"(n_train = {ds.num_train}, d = {ds.dim})")
+            pngs: dict[str, bytes] = {}
+            if ds.image_shape is not None:
+                buf = io.BytesIO()
+                plot_sample_grid(samples, ds.train[nearest], ds.image_shape, buf,
+                                 max_pairs=32, title=title + "\nupper: sample, lower: nearest "
+                                 "training image (copy ratio r; r < 1/3 counts as a copy)",
+                                 labels=[f"r={r:.2f}" for r in ratio])
+                pngs["samples.png"] = buf.getvalue()
+            buf = io.BytesIO()
+            plot_domain_diagnostics(diag, buf, title=title)
+            pngs["domain.png"] = buf.getvalue()
+            done("plot")
+
+            stage("write", f"write {args.out}")
+            device = jax.devices()[0]
+            exit_sigmas = [float(s) for s, e in zip(np.asarray(diag.sigmas), exits,
+                                                    strict=True) if e is not None]
+            meta = {
+                "command": "sample",
+                "denoiser": kind,
+                "run_dir": os.path.abspath(args.denoiser) if kind == "network" else None,
+                "run_config": json.loads(config.to_json()) if config is not None else None,
+                "data": ds.name,
+                "data_options": data_kw,
+                "num_train": ds.num_train,
+                "num_val": ds.num_val,
+                "dim": ds.dim,
+                "image_shape": list(ds.image_shape) if ds.image_shape is not None else None,
+                "train_size": args.train_size if config is None else config.train_size,
+                "num": args.num,
+                "steps": args.steps,
+                "method": args.method,
+                "s_churn": args.s_churn,
+                "seed": seed,
+                "data_seed": data_seed,
+            }
+            doc = {
+                **meta,
+                "threshold": THRESHOLD,
+                "memorized_fraction": float(mem.fraction),
+                "memorized_fraction_se": float(mem.se),
+                "num_bootstrap": NUM_BOOTSTRAP,
+                "copy_ratio_mean": float(np.mean(ratio)),
+                "copy_ratio_median": float(np.median(ratio)),
+                "mean_distance_to_train": float(np.mean(to_train)),
+                "mean_distance_to_val": float(np.mean(to_val)),
+                "closer_to_train": float(np.mean(to_train < to_val)),
+                "domain_exit_sigmas": exit_sigmas,
+                "jax_version": jax.__version__,
+                "jaxgap_version": __version__,
+                "device": f"{device.platform}: {device.device_kind}",
+                "stage_seconds": {k: round(v, 4) for k, v in stages.items() if k != "write"},
+                "elapsed_s": round(time.perf_counter() - start, 4),
+            }
+            mem_text = json.dumps(_finite_or_none(doc), indent=2, allow_nan=False) + "\n"
+            domain_doc = {**meta, "subsample": {"noisy_train": int(sub_train.shape[0]),
+                                                "noisy_val": int(sub_val.shape[0])},
+                          "trajectories_outside_noisy_train": exits, **diag.to_dict()}
+            domain_text = (json.dumps(_finite_or_none(domain_doc), indent=2, allow_nan=False)
+                           + "\n")
+
+            def write_npz(f):
+                np.savez(f, samples=np.asarray(samples), sigma=np.asarray(traj.sigma),
+                         x=np.asarray(traj.x), denoised=np.asarray(traj.denoised),
+                         sigma_hat=np.asarray(traj.sigma_hat), copy_ratio=ratio,
+                         nearest_train_index=nearest,
+                         distance_to_train=to_train, distance_to_val=to_val)
+
+            writers = {"samples.npz": write_npz,
+                       "memorization.json": lambda f: f.write(mem_text.encode())}
+            if "samples.png" in pngs:
+                writers["samples.png"] = lambda f: f.write(pngs["samples.png"])
+            writers["domain.json"] = lambda f: f.write(domain_text.encode())
+            writers["domain.png"] = lambda f: f.write(pngs["domain.png"])
+            try:
+                written = _write_all(os.path.abspath(args.out), writers)
+            except OSError as err:
+                where = f" {err.filename!r}" if err.filename else ""
+                raise CLIError(f"--out: cannot write{where}: {err.strerror or err}") from None
+            if "samples.png" not in pngs:  # no stale grid of an earlier image run
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(os.path.abspath(args.out), "samples.png"))
+            done("write")
+        ok = True
+    finally:
+        if not ok:
+            _remove_dirs(created)
+
+    print(f"{ds.name} / {label}: {args.num} samples, {args.method}, {args.steps} steps; "
+          f"n_train = {ds.num_train}, n_val = {ds.num_val}, d = {ds.dim}, seed = {seed}")
+    print(f"memorized (copy ratio < 1/3): {float(mem.fraction):.3f} +- {float(mem.se):.3f} "
+          f"(bootstrap se); copy ratio mean {np.mean(ratio):.3f}, median {np.median(ratio):.3f}")
+    print(f"mean nearest distance: to train {np.mean(to_train):.4g}, to val "
+          f"{np.mean(to_val):.4g}; closer to train than to val: "
+          f"{100 * np.mean(to_train < to_val):.1f}%")
+    print(_exit_summary(diag, exits))
+    names = [os.path.basename(p) for p in written]
+    print(f"wrote {', '.join(os.path.join(args.out, n) for n in names)} "
+          f"in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
 # Parser and entry point
 # ------------------------------------------------------------------------------------------
 
@@ -443,6 +815,47 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its last checkpoint")
     train.set_defaults(func=_cmd_train)
+
+    samp = sub.add_parser(
+        "sample", help="sample with a denoiser; measure copying and the inference domain",
+        description="Draw samples with a closed-form optimal denoiser fit on a dataset's "
+        "training split, or with the trained network (EMA weights) of a 'jaxgap train' run "
+        "folder. Writes samples.npz (samples and trajectories), memorization.json (1/3-rule "
+        "copy fraction, distances to train and val), samples.png (image data: samples beside "
+        "their nearest training images), domain.json and domain.png (trajectory states "
+        "against noisy train/val samples at the sampler's noise levels) into --out.")
+    samp.add_argument("--denoiser", default="empirical", metavar="KIND|RUN_DIR",
+                      help="'empirical' or 'gaussian' (closed form, fit on the training "
+                      "split) or a training run folder; a run folder brings its own data, "
+                      "train size and data seed; write ./NAME for a folder named like a "
+                      "kind (default: empirical)")
+    samp.add_argument("--data", default=None, metavar="NAME",
+                      help="dataset: digits, gaussian, gmm, manifold, npz:PATH or npy:PATH "
+                      "(default: digits; with a run folder: the run's, and only that)")
+    samp.add_argument("-D", "--data-opt", type=_data_option, action="append", default=[],
+                      metavar="KEY=VALUE", help="dataset keyword, e.g. -D num_train=500 "
+                      "(repeatable; closed-form denoisers only)")
+    samp.add_argument("--train-size", type=_int_at_least(2), default=None, metavar="N",
+                      help="use the first N training points (default: all; with a run "
+                      "folder: the run's)")
+    samp.add_argument("--num", type=_int_at_least(1), default=256, metavar="M",
+                      help="number of samples (default: 256)")
+    samp.add_argument("--steps", type=_int_at_least(2), default=18, metavar="K",
+                      help="sampler steps: EDM noise levels before the final 0 (default: 18)")
+    samp.add_argument("--method", choices=SAMPLE_METHODS, default="heun",
+                      help="ODE solver (heun, euler) or EDM's stochastic sampler (edm) "
+                      "(default: heun)")
+    samp.add_argument("--s-churn", type=_nonnegative_float, default=0.0, metavar="S",
+                      help="churn of --method edm (default: 0, which equals heun)")
+    samp.add_argument("--seed", type=_int_at_least(0), default=None,
+                      help="seed of the sampling noise, the bootstrap and the noisy states "
+                      "(default: 0, or the run's seed); for closed-form denoisers also of the "
+                      "data split (a run folder keeps its own)")
+    samp.add_argument("--diagnostic-sigmas", type=_int_at_least(1), default=None, metavar="L",
+                      help="use L of the sampler's noise levels, evenly spread, for the "
+                      "domain diagnostics (default: all --steps)")
+    samp.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    samp.set_defaults(func=_cmd_sample)
     return parser
 
 

@@ -16,7 +16,12 @@ from matplotlib import cm, colormaps, colors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["plot_gap_curve", "plot_gap_over_training"]
+__all__ = [
+    "plot_domain_diagnostics",
+    "plot_gap_curve",
+    "plot_gap_over_training",
+    "plot_sample_grid",
+]
 
 _CURVE_KEYS = ("sigmas", "train", "val", "gap")
 _SE_KEYS = ("train_se", "val_se", "gap_se")
@@ -171,6 +176,223 @@ def plot_gap_over_training(rows, path: str | os.PathLike | IO[bytes], *,
     ax.grid(True, which="major", alpha=0.3)
     mappable = cm.ScalarMappable(norm=colors.Normalize(steps.min(), steps.max()), cmap=cmap)
     fig.colorbar(mappable, ax=ax, label="training step")
+    if title:
+        fig.suptitle(title)
+    try:
+        fig.savefig(path, format="png", dpi=dpi)
+    finally:
+        fig.clear()
+
+
+# ------------------------------------------------------------------------------------------
+# Samples beside their nearest training images
+# ------------------------------------------------------------------------------------------
+
+def _image(row: np.ndarray, image_shape: tuple[int, ...]):
+    """One flattened HWC image as ``(array, imshow keywords)``, values in [-1, 1] shown as is."""
+    img = row.reshape(image_shape)
+    if image_shape[-1] == 1:
+        return img[..., 0], {"cmap": "gray", "vmin": -1.0, "vmax": 1.0}
+    return np.clip((img + 1.0) / 2.0, 0.0, 1.0), {}  # RGB(A): [-1, 1] -> [0, 1]
+
+
+def plot_sample_grid(samples, neighbors, image_shape, path: str | os.PathLike | IO[bytes], *,
+                     max_pairs: int = 32, title: str | None = None,
+                     labels=None, pairs_per_row: int = 16, dpi: int = 150) -> None:
+    """Generated images beside their nearest training images, one pair per column.
+
+    Each column holds a sample (upper image) and its nearest training image (lower image);
+    pairs fill rows of ``pairs_per_row`` columns. Pixel values are shown on the data scale
+    ``[-1, 1]`` (grey colormap for one channel; three or four channels as RGB(A)), clipped
+    outside it, so a copy looks identical to its neighbour.
+
+    Args:
+      samples: ``[M, d]`` generated points (flattened HWC images).
+      neighbors: ``[M, d]`` the nearest training point of each sample.
+      image_shape: ``(H, W, C)`` with ``H * W * C = d`` and ``C`` in 1, 3, 4.
+      path: file name or binary file object; written as PNG whatever its extension.
+      max_pairs: at most this many pairs (the first ones) are shown.
+      title: figure title (none by default).
+      labels: optional ``M`` short strings written under the neighbours (e.g. copy ratios).
+      pairs_per_row: columns per row of pairs.
+      dpi: resolution.
+
+    Raises:
+      ValueError: mismatched shapes, an image shape that does not fit ``d``, or bad options.
+
+    Example:
+      >>> nb = nearest_neighbors(x, ds.train, k=1)
+      >>> plot_sample_grid(x, ds.train[nb.index[:, 0]], ds.image_shape, "samples.png")
+    """
+    samples = np.asarray(samples, np.float64)
+    neighbors = np.asarray(neighbors, np.float64)
+    if samples.ndim != 2 or samples.shape[0] == 0:
+        raise ValueError(f"samples: expected shape [M, d] with M >= 1, got "
+                         f"{list(samples.shape)}")
+    if neighbors.shape != samples.shape:
+        raise ValueError(f"neighbors: expected shape {list(samples.shape)} like samples, got "
+                         f"{list(neighbors.shape)}")
+    try:
+        shape = tuple(int(s) for s in image_shape)
+    except TypeError:
+        raise ValueError(f"image_shape: expected (H, W, C), got {image_shape!r}") from None
+    if len(shape) != 3 or shape[-1] not in (1, 3, 4) or int(np.prod(shape)) != samples.shape[1]:
+        raise ValueError(f"image_shape: expected (H, W, C) with C in (1, 3, 4) and "
+                         f"H * W * C = d = {samples.shape[1]}, got {image_shape!r}")
+    for name, v in (("max_pairs", max_pairs), ("pairs_per_row", pairs_per_row)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+    num = min(int(max_pairs), samples.shape[0])
+    if labels is not None:
+        labels = [str(s) for s in labels]
+        if len(labels) < num:
+            raise ValueError(f"labels: expected at least {num} strings, got {len(labels)}")
+    cols = min(num, int(pairs_per_row))
+    blocks = -(-num // cols)
+    aspect = shape[1] / shape[0]
+    cell = 0.62
+    fig = Figure(figsize=(max(cols * cell * aspect + 0.9, 3.0),
+                          2 * blocks * cell * (1.25 if labels is not None else 1.0)
+                          + (0.45 if title else 0.15)),
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2 * blocks, cols, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    for i in range(num):
+        b, c = divmod(i, cols)
+        for r, row in ((2 * b, samples[i]), (2 * b + 1, neighbors[i])):
+            img, kw = _image(row, shape)
+            axes[r, c].imshow(img, interpolation="nearest", **kw)
+        if labels is not None:
+            axes[2 * b + 1, c].set_xlabel(labels[i], fontsize=6, labelpad=1)
+    for b in range(blocks):
+        axes[2 * b, 0].set_ylabel("sample", fontsize=7)
+        axes[2 * b + 1, 0].set_ylabel("nearest\ntrain", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    try:
+        fig.savefig(path, format="png", dpi=dpi)
+    finally:
+        fig.clear()
+
+
+# ------------------------------------------------------------------------------------------
+# Inference-domain diagnostics
+# ------------------------------------------------------------------------------------------
+
+_DOMAIN_STATS = (
+    ("normalized_nn_distance", r"normalized NN distance  $|x - y_{nn}| / (\sigma\sqrt{d})$",
+     "log"),
+    ("max_weight", r"largest posterior weight  $\max_i w_i$", "linear"),
+    ("effective_count", r"effective number of points  $1 / \sum_i w_i^2$", "log"),
+)
+
+
+_MARKERS = ("o", "s", "^", "D", "v")
+_LINESTYLES = ("-", "--", "-.", ":")
+
+
+def _domain_arrays(diag: Any):
+    """``(sigmas [K], quantiles [Q], {name: {stat: [K, Q], "num_states": M}})`` as floats."""
+    if hasattr(diag, "to_dict") and not isinstance(diag, Mapping):
+        diag = diag.to_dict()
+    if not isinstance(diag, Mapping) or not all(k in diag for k in
+                                                 ("sigmas", "quantiles", "sets")):
+        raise ValueError("diag: expected a DomainDiagnostics or a mapping with keys 'sigmas', "
+                         f"'quantiles' and 'sets', got {type(diag).__name__}")
+    sigmas = np.asarray(diag["sigmas"], np.float64)
+    q = np.asarray(diag["quantiles"], np.float64)
+    if sigmas.ndim != 1 or sigmas.size == 0 or not np.all(sigmas > 0):
+        raise ValueError(f"diag: expected 'sigmas' of shape [K], K >= 1, values > 0 (plotted "
+                         f"on a log axis), got shape {list(sigmas.shape)}")
+    if q.ndim != 1 or q.size == 0:
+        raise ValueError(f"diag: expected 'quantiles' of shape [Q], got {list(q.shape)}")
+    sets = diag["sets"]
+    if not isinstance(sets, Mapping) or not sets:
+        raise ValueError("diag: expected a non-empty mapping 'sets' of named statistics")
+    out = {}
+    for name, s in sets.items():
+        if hasattr(s, "to_dict") and not isinstance(s, Mapping):
+            s = s.to_dict()
+        entry = {"num_states": s.get("num_states") if isinstance(s, Mapping) else None}
+        for stat, _, _ in _DOMAIN_STATS:
+            if not isinstance(s, Mapping) or stat not in s:
+                raise ValueError(f"diag: set {name!r} has no {stat!r}")
+            a = np.asarray(s[stat], np.float64)
+            if a.shape != (sigmas.size, q.size):
+                raise ValueError(f"diag: expected sets[{name!r}][{stat!r}] of shape "
+                                 f"[{sigmas.size}, {q.size}] (sigmas x quantiles), got "
+                                 f"{list(a.shape)}")
+            entry[stat] = a
+        out[str(name)] = entry
+    return sigmas, q, out
+
+
+def plot_domain_diagnostics(diag: Any, path: str | os.PathLike | IO[bytes], *,
+                            title: str | None = None, dpi: int = 150) -> None:
+    r"""Per-sigma quantile bands of the inference-domain statistics, one colour per set.
+
+    Three panels over a shared log-sigma axis: the normalized nearest-neighbour distance
+    :math:`|x - y_{nn}| / (\sigma\sqrt d)` (log scale, with the reference 1 of a noisy
+    training sample whose source is still its nearest point), the largest posterior weight
+    :math:`\max_i w_i`, and the effective number of training points
+    :math:`1 / \sum_i w_i^2` (log scale). Each set of states is drawn as its median (the
+    quantile nearest 0.5) with a shaded band between its lowest and highest quantile
+    (10-90% by default). States outside the noisy-train band lie outside the domain the
+    denoiser was trained on (claim C3).
+
+    Args:
+      diag: a :class:`~jaxgap.metrics.DomainDiagnostics`, or a mapping as written by its
+        ``to_dict`` (``sigmas [K]``, ``quantiles [Q]``, ``sets {name: {stat: [K, Q]}}``;
+        extra keys, e.g. metadata in ``domain.json``, are ignored).
+      path: file name or binary file object; written as PNG whatever its extension.
+      title: figure title (none by default).
+      dpi: resolution.
+
+    Raises:
+      ValueError: missing keys, mismatched shapes or non-positive sigmas.
+
+    Example:
+      >>> plot_domain_diagnostics(domain_diagnostics(ds.train, sig, states), "domain.png")
+    """
+    sigmas, q, sets = _domain_arrays(diag)
+    order = np.argsort(sigmas)
+    s = sigmas[order]
+    i_lo, i_hi = int(np.argmin(q)), int(np.argmax(q))
+    i_mid = int(np.argmin(np.abs(q - 0.5)))
+    band = f"{100 * q[i_lo]:.0f}-{100 * q[i_hi]:.0f}%"
+
+    fig = Figure(figsize=(14.0, 4.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3, sharex=True)
+    for j, (name, entry) in enumerate(sets.items()):
+        color = f"C{j}"
+        m = entry.get("num_states")
+        label = name.replace("_", " ") + (f" (M = {m})" if m is not None else "")
+        for ax, (stat, _, scale) in zip(axes, _DOMAIN_STATS, strict=True):
+            a = entry[stat][order]
+            lo, mid, hi = a[:, i_lo], a[:, i_mid], a[:, i_hi]
+            if scale == "log":  # non-positive values cannot be drawn on a log axis
+                lo, mid, hi = (np.where(v > 0, v, np.nan) for v in (lo, mid, hi))
+            ax.fill_between(s, lo, hi, color=color, alpha=0.2, linewidth=0)
+            ax.plot(s, mid, color=color, marker=_MARKERS[j % len(_MARKERS)], markersize=4,
+                    linestyle=_LINESTYLES[j % len(_LINESTYLES)], linewidth=1.4,
+                    label=f"{label}: median, {band}")  # styles differ: medians may coincide
+    for ax, (stat, ylabel, scale) in zip(axes, _DOMAIN_STATS, strict=True):
+        ax.set_xscale("log")
+        ax.set_yscale(scale)
+        ax.set_xlabel(r"noise level $\sigma$")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="major", alpha=0.3)
+        if stat == "normalized_nn_distance":
+            ax.axhline(1.0, color="0.5", linewidth=0.8, linestyle=":")
+        elif stat == "max_weight":
+            ax.set_ylim(-0.02, 1.02)
+    axes[0].legend(loc="best", fontsize=8)
     if title:
         fig.suptitle(title)
     try:
