@@ -4,7 +4,7 @@ Workload: the default ``jaxgap train`` configuration (``TrainConfig()``) on digi
 8x8x1 images, 1497 training examples), batch 128, float32, for the default MLP (width 256,
 depth 4) and the default UNet (channels (32, 64)). The jax step is ``jaxgap.train.make_step``
 itself (epoch-wise permuted batch, EDM loss with log-normal sigma, AdamW with linear
-warm-up, EMA, running loss sum), built from ``build_model`` and ``make_optimizer`` exactly as
+warm-up, EMA, running loss sum), built from ``init_state`` and ``make_step`` exactly as
 ``train_and_evaluate`` builds it.
 
 The torch peer is the same network written in ``torch.nn`` (same layers, widths, LayerNorm /
@@ -48,13 +48,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import environment, median_time, print_table, write_json  # noqa: E402
 
 from jaxgap.nets import param_count  # noqa: E402
-from jaxgap.train import (  # noqa: E402
-    TrainConfig,
-    build_model,
-    load_data,
-    make_optimizer,
-    make_step,
-)
+from jaxgap.train import TrainConfig, build_model, init_state, load_data, make_step  # noqa: E402
 
 try:  # torch is only a peer to compare against; jaxgap never depends on it
     import torch
@@ -73,12 +67,8 @@ NORM_EPS = 1e-6  # flax nnx.LayerNorm / nnx.GroupNorm default epsilon
 def jax_setup(config: TrainConfig):
     """Model, initial state and step function exactly as ``train_and_evaluate`` builds them."""
     ds = load_data(config)
-    model = build_model(config, ds.dim, ds.image_shape)
-    graphdef, params = nnx.split(model)
-    tx = make_optimizer(config)
-    state = dict(params=params, ema=jax.tree.map(jnp.copy, params), opt_state=tx.init(params),
-                 step=jnp.asarray(0, jnp.int32), loss_sum=jnp.asarray(0.0, jnp.float32),
-                 loss_count=jnp.asarray(0, jnp.int32))
+    graphdef, tx, state = init_state(config, ds.dim, ds.image_shape)
+    model = nnx.merge(graphdef, state["params"])
     batch = min(config.batch_size, ds.num_train)
     step = make_step(graphdef, tx, config, jnp.asarray(ds.train), batch)
     return ds, model, state, step, batch

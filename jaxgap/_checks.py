@@ -65,12 +65,11 @@ def float_array(x, name: str, *, ndim: int | None = None, min_ndim: int | None =
     return x
 
 
-def sigma_array(sigma, name: str, batch_shape: tuple[int, ...], dtype=None):
-    """Check a noise level against a batch shape; return it broadcast to ``batch_shape``.
+def sigma_shape(sigma, name: str, batch_shape: tuple[int, ...]):
+    """Check that ``sigma`` is real and broadcasts to ``batch_shape`` without enlarging it.
 
-    ``sigma`` may be a scalar or any array whose broadcast with ``batch_shape`` is
-    ``batch_shape`` itself (never a silent enlargement of the batch). Values must be finite
-    and > 0 (checked on concrete arrays).
+    Returns ``sigma`` as a JAX array (kept as is) or a NumPy array; no value is inspected,
+    so this is safe on tracers and costs no host sync.
     """
     if sigma is None:
         raise ValueError(f"{name}: expected a positive noise level, got None")
@@ -85,6 +84,17 @@ def sigma_array(sigma, name: str, batch_shape: tuple[int, ...], dtype=None):
         raise ValueError(
             f"{name}: expected a scalar or shape broadcastable to the batch shape "
             f"{shape_str(batch_shape)} (x.shape[:-1]), got shape {shape_str(sig.shape)}")
+    return sig
+
+
+def sigma_array(sigma, name: str, batch_shape: tuple[int, ...], dtype=None):
+    """Check a noise level against a batch shape; return it broadcast to ``batch_shape``.
+
+    ``sigma`` may be a scalar or any array whose broadcast with ``batch_shape`` is
+    ``batch_shape`` itself (never a silent enlargement of the batch). Values must be finite
+    and > 0 (checked on concrete arrays).
+    """
+    sig = sigma_shape(sigma, name, batch_shape)
     sig = jnp.asarray(sig, dtype=dtype if dtype is not None else jnp.result_type(float))
     if is_concrete(sig):
         values = np.asarray(sig)

@@ -185,6 +185,20 @@ def _write_all(folder: str, writers: dict[str, Callable[[IO[bytes]], None]]) -> 
 # jaxgap gap
 # ------------------------------------------------------------------------------------------
 
+def _stage_fns(bar, stages: dict[str, float]):
+    """``stage(name, desc)`` starts a timed stage on ``bar``; ``done(name)`` ends it and
+    records its seconds in ``stages``."""
+    def stage(name: str, desc: str):
+        bar.set_description_str(desc)
+        stages[name] = time.perf_counter()
+
+    def done(name: str):
+        stages[name] = time.perf_counter() - stages[name]
+        bar.update(1)
+
+    return stage, done
+
+
 @contextlib.contextmanager
 def _stage_bar(total: int) -> Iterator:
     """A tqdm bar over named stages whose clock keeps ticking during a long stage.
@@ -265,13 +279,7 @@ def _cmd_gap(args: argparse.Namespace) -> int:
     ok = False
     try:
         with _stage_bar(total=5) as bar:
-            def stage(name: str, desc: str):
-                bar.set_description_str(desc)
-                stages[name] = time.perf_counter()
-
-            def done(name: str):
-                stages[name] = time.perf_counter() - stages[name]
-                bar.update(1)
+            stage, done = _stage_fns(bar, stages)
 
             stage("load", f"load {args.data}")
             try:
@@ -559,13 +567,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     ok = False
     try:
         with _stage_bar(total=7) as bar:
-            def stage(name: str, desc: str):
-                bar.set_description_str(desc)
-                stages[name] = time.perf_counter()
-
-            def done(name: str):
-                stages[name] = time.perf_counter() - stages[name]
-                bar.update(1)
+            stage, done = _stage_fns(bar, stages)
 
             stage("load", f"load {data_name}")
             if config is not None:

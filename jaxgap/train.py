@@ -164,6 +164,17 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return optax.adamw(schedule, weight_decay=config.weight_decay)
 
 
+def init_state(config: TrainConfig, dim: int, image_shape):
+    """``(graphdef, optimizer, state)`` of a fresh run: the untrained network split into
+    its graph and parameters, and the checkpointed training state (EMA = parameters)."""
+    graphdef, params = nnx.split(build_model(config, dim, image_shape))
+    tx = make_optimizer(config)
+    state = dict(params=params, ema=jax.tree.map(jnp.copy, params), opt_state=tx.init(params),
+                 step=jnp.asarray(0, jnp.int32), loss_sum=jnp.asarray(0.0, jnp.float32),
+                 loss_count=jnp.asarray(0, jnp.int32))
+    return graphdef, tx, state
+
+
 def edm_loss(model, x0, key, *, p_mean, p_std, sigma_data):
     r"""EDM training loss of a batch (Karras et al. 2022, eq. 8, per dimension).
 
@@ -324,12 +335,7 @@ def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
     workdir.mkdir(parents=True, exist_ok=True)
     _write_atomic(workdir / CONFIG, config.to_json())
 
-    model = build_model(config, ds.dim, ds.image_shape)
-    graphdef, params = nnx.split(model)
-    tx = make_optimizer(config)
-    state = dict(params=params, ema=jax.tree.map(jnp.copy, params), opt_state=tx.init(params),
-                 step=jnp.asarray(0, jnp.int32), loss_sum=jnp.asarray(0.0, jnp.float32),
-                 loss_count=jnp.asarray(0, jnp.int32))
+    graphdef, tx, state = init_state(config, ds.dim, ds.image_shape)
     manager = _manager(workdir)
     start = 0
     latest = manager.latest_step()
@@ -416,12 +422,7 @@ def load_denoiser(run_dir, *, ema: bool = True, step: int | None = None):
     """
     config = load_config(run_dir)
     ds = load_data(config)
-    model = build_model(config, ds.dim, ds.image_shape)
-    graphdef, params = nnx.split(model)
-    tx = make_optimizer(config)
-    template = dict(params=params, ema=params, opt_state=tx.init(params),
-                    step=jnp.asarray(0, jnp.int32), loss_sum=jnp.asarray(0.0, jnp.float32),
-                    loss_count=jnp.asarray(0, jnp.int32))
+    graphdef, _, template = init_state(config, ds.dim, ds.image_shape)
     manager = _manager(Path(run_dir))
     step = manager.latest_step() if step is None else step
     if step is None:

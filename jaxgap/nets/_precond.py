@@ -25,7 +25,7 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, ArrayLike, Float
 
-from jaxgap._checks import float_array, positive_float, positive_int, shape_str
+from jaxgap._checks import float_array, positive_float, positive_int, sigma_shape
 
 __all__ = ["EDMPrecond", "param_count"]
 
@@ -37,19 +37,7 @@ def _sigma_batch(sigma, batch_shape: tuple[int, ...], dtype):
     would force a host sync on every call. Host values are broadcast with NumPy (free), so
     the compiled call depends on the shape of ``x`` only.
     """
-    if sigma is None:
-        raise ValueError("sigma: expected a positive noise level, got None")
-    sig = sigma if isinstance(sigma, jax.Array) else np.asarray(sigma)
-    if not (jnp.issubdtype(sig.dtype, jnp.floating) or jnp.issubdtype(sig.dtype, jnp.integer)):
-        raise ValueError(f"sigma: expected a real number or array, got dtype {sig.dtype}")
-    try:
-        out_shape = jnp.broadcast_shapes(tuple(sig.shape), tuple(batch_shape))
-    except ValueError:
-        out_shape = None
-    if out_shape != tuple(batch_shape):
-        raise ValueError(
-            f"sigma: expected a scalar or shape broadcastable to the batch shape "
-            f"{shape_str(batch_shape)} (x.shape[:-1]), got shape {shape_str(sig.shape)}")
+    sig = sigma_shape(sigma, "sigma", batch_shape)
     if isinstance(sig, np.ndarray):
         return np.broadcast_to(sig.astype(dtype, copy=False), batch_shape)
     if sig.shape != tuple(batch_shape) or sig.dtype != dtype:

@@ -59,6 +59,16 @@ def _curve_arrays(curve: Any) -> dict[str, np.ndarray | None]:
     return out
 
 
+def _save(fig: Figure, path, *, title: str | None, dpi: int, fontsize=None) -> None:
+    """Title, write as PNG, and drop the artists (the figure is not registered anywhere)."""
+    if title:
+        fig.suptitle(title, fontsize=fontsize)
+    try:
+        fig.savefig(path, format="png", dpi=dpi)
+    finally:
+        fig.clear()
+
+
 def _band(ax, x, mean, se, color, *, positive: bool):
     """Shade ``mean +- 2 se`` (clipped above zero on a log axis)."""
     if se is None or not np.any(np.isfinite(se)):
@@ -135,12 +145,7 @@ def plot_gap_curve(curve: Any, path: str | os.PathLike | IO[bytes], *,
     ax_gap.set_ylabel(r"$L_{val} - L_{train}$")
     ax_gap.grid(True, which="major", alpha=0.3)
     ax_gap.legend(loc="best")
-    if title:
-        fig.suptitle(title)
-    try:
-        fig.savefig(path, format="png", dpi=dpi)
-    finally:
-        fig.clear()  # drop artists now; the figure is not registered with pyplot
+    _save(fig, path, title=title, dpi=dpi)
 
 
 def plot_gap_over_training(rows, path: str | os.PathLike | IO[bytes], *,
@@ -176,12 +181,7 @@ def plot_gap_over_training(rows, path: str | os.PathLike | IO[bytes], *,
     ax.grid(True, which="major", alpha=0.3)
     mappable = cm.ScalarMappable(norm=colors.Normalize(steps.min(), steps.max()), cmap=cmap)
     fig.colorbar(mappable, ax=ax, label="training step")
-    if title:
-        fig.suptitle(title)
-    try:
-        fig.savefig(path, format="png", dpi=dpi)
-    finally:
-        fig.clear()
+    _save(fig, path, title=title, dpi=dpi)
 
 
 # ------------------------------------------------------------------------------------------
@@ -272,12 +272,7 @@ def plot_sample_grid(samples, neighbors, image_shape, path: str | os.PathLike | 
     for b in range(blocks):
         axes[2 * b, 0].set_ylabel("sample", fontsize=7)
         axes[2 * b + 1, 0].set_ylabel("nearest\ntrain", fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    try:
-        fig.savefig(path, format="png", dpi=dpi)
-    finally:
-        fig.clear()
+    _save(fig, path, title=title, dpi=dpi, fontsize=9)
 
 
 # ------------------------------------------------------------------------------------------
@@ -393,9 +388,4 @@ def plot_domain_diagnostics(diag: Any, path: str | os.PathLike | IO[bytes], *,
         elif stat == "max_weight":
             ax.set_ylim(-0.02, 1.02)
     axes[0].legend(loc="best", fontsize=8)
-    if title:
-        fig.suptitle(title)
-    try:
-        fig.savefig(path, format="png", dpi=dpi)
-    finally:
-        fig.clear()
+    _save(fig, path, title=title, dpi=dpi)
