@@ -6,7 +6,7 @@ Subpackages: :mod:`jaxgap.noise` (EDM noise grids, preconditioning, conversions)
 (flax.nnx EDM denoisers), :mod:`jaxgap.train` (training that tracks the gap).
 """
 
-from jaxgap import data, denoisers, losses, metrics, nets, noise, sampling
+from jaxgap import data, denoisers, losses, metrics, nets, noise, sampling, theory
 from jaxgap.denoisers import (
     EmpiricalDenoiser,
     GaussianDenoiser,
@@ -28,6 +28,7 @@ __all__ = [
     "nets",
     "noise",
     "sampling",
+    "theory",
     "score",
     "velocity",
 ]
