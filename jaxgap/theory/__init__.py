@@ -15,6 +15,12 @@ from jaxgap.theory.error_models import (
     position_error_field,
     with_error,
 )
+from jaxgap.theory.linearized import (
+    denoiser_jacobian,
+    empirical_jacobian,
+    linearized_sampling,
+    position_error_jacobian,
+)
 
 __all__ = [
     "InputNoiseError",
@@ -24,7 +30,11 @@ __all__ = [
     "PositionError",
     "PositionErrorField",
     "WithError",
+    "denoiser_jacobian",
+    "empirical_jacobian",
+    "linearized_sampling",
     "loss_expansion",
     "position_error_field",
+    "position_error_jacobian",
     "with_error",
 ]
