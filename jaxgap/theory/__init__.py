@@ -3,6 +3,13 @@
 See :mod:`jaxgap.theory.error_models` for the precise definitions.
 """
 
+from jaxgap.theory.closed_form import (
+    ClosedFormGap,
+    GaussianPhase,
+    gap_peak,
+    gaussian_losses,
+    two_point_losses,
+)
 from jaxgap.theory.error_models import (
     InputNoiseError,
     KernelWidthError,
@@ -15,6 +22,21 @@ from jaxgap.theory.error_models import (
     position_error_field,
     with_error,
 )
+from jaxgap.theory.evidence import (
+    DeltaFit,
+    DeltaSweep,
+    FirstOrderCheck,
+    FirstOrderGap,
+    FlowFields,
+    TrainSizeSweep,
+    curve_peak,
+    delta_sweep,
+    first_order_check,
+    first_order_gap,
+    fit_delta,
+    flow_fields,
+    gap_vs_train_size,
+)
 from jaxgap.theory.linearized import (
     denoiser_jacobian,
     empirical_jacobian,
@@ -23,18 +45,36 @@ from jaxgap.theory.linearized import (
 )
 
 __all__ = [
+    "ClosedFormGap",
+    "DeltaFit",
+    "DeltaSweep",
+    "FirstOrderCheck",
+    "FirstOrderGap",
+    "FlowFields",
+    "GaussianPhase",
     "InputNoiseError",
     "KernelWidthError",
     "LogitNoiseError",
     "LossExpansion",
     "PositionError",
     "PositionErrorField",
+    "TrainSizeSweep",
     "WithError",
+    "curve_peak",
+    "delta_sweep",
     "denoiser_jacobian",
     "empirical_jacobian",
+    "first_order_check",
+    "first_order_gap",
+    "fit_delta",
+    "flow_fields",
+    "gap_peak",
+    "gap_vs_train_size",
+    "gaussian_losses",
     "linearized_sampling",
     "loss_expansion",
     "position_error_field",
     "position_error_jacobian",
+    "two_point_losses",
     "with_error",
 ]
