@@ -13,11 +13,11 @@ $(BIN)/.jaxgap-installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.jaxgap-installed
-	$(BIN)/jaxgap gap --data digits --denoiser empirical --out runs/demo
-	@echo "results: runs/demo/gap.json, runs/demo/gap.csv, runs/demo/gap.png"
+	$(BIN)/jaxgap reproduce --out runs/demo $(if $(wildcard runs/demo/settings.json),--resume)
+	@echo "report: runs/demo/report.html (self-contained), runs/demo/report.md, runs/demo/results.json"
 
 lint: $(BIN)/.jaxgap-installed
-	$(BIN)/ruff check jaxgap tests benchmarks examples
+	$(BIN)/ruff check jaxgap tests benchmarks examples scripts notebooks
 
 test: lint
 	$(BIN)/python -m pytest -q -m "not x64"

@@ -8,6 +8,9 @@ Subcommands (one ``_cmd_<name>(args) -> int`` function each, registered in
   ``gap.csv`` and ``gap.png`` into ``--out`` and prints a short table.
 
 - ``jaxgap train``: train a score network, recording the per-sigma gap over training.
+- ``jaxgap reproduce``: the whole study end to end (:mod:`jaxgap.reproduce`): five
+  resumable stages, then ``report.md``, a self-contained ``report.html``, PNGs and
+  ``results.json`` with the claims table.
 - ``jaxgap sample``: sample with a closed-form denoiser or a trained run's network; writes
   ``samples.npz``, ``memorization.json`` (1/3-rule copy fraction with a bootstrap standard
   error, distances to train and val), ``samples.png`` (image data), ``domain.json`` and
@@ -37,7 +40,6 @@ import json
 import logging
 import math
 import os
-import secrets
 import sys
 import threading
 import time
@@ -151,34 +153,19 @@ def _remove_dirs(created: Sequence[str]) -> None:
 
 @contextlib.contextmanager
 def _temp_file(folder: str, name: str) -> Iterator[tuple[str, IO[bytes]]]:
-    """A fresh hidden file next to ``folder/name``, removed on exit (unless renamed away)."""
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode honours the umask
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield tmp, f
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+    """A fresh hidden file next to ``folder/name`` (:func:`jaxgap.report.report.temp_file`)."""
+    from jaxgap.report.report import temp_file
+
+    with temp_file(folder, name) as out:
+        yield out
 
 
 def _write_all(folder: str, writers: dict[str, Callable[[IO[bytes]], None]]) -> list[str]:
-    """Produce every file under a temporary name, then rename them all into place.
+    """Write every file atomically (:func:`jaxgap.report.report.write_files`): nothing named
+    in ``writers`` is replaced unless all of them were written successfully."""
+    from jaxgap.report.report import write_files
 
-    Nothing named in ``writers`` is replaced unless all of them were written successfully.
-    """
-    with contextlib.ExitStack() as stack:
-        staged = []
-        for name, write in writers.items():
-            tmp, f = stack.enter_context(_temp_file(folder, name))
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()  # complete on disk before anything is renamed
-            staged.append((tmp, os.path.join(folder, name)))
-        for tmp, final in staged:
-            os.replace(tmp, final)
-    return [final for _, final in staged]
+    return write_files(folder, writers)
 
 
 # ------------------------------------------------------------------------------------------
@@ -247,21 +234,30 @@ def _table(curve, num_rows: int = 10) -> str:
 
 
 def _finite_or_none(value):
-    """``value`` with every non-finite float (in nested lists and dicts) replaced by None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    return value
+    """``value`` with non-finite floats replaced by None
+    (:func:`jaxgap.report.report.finite_or_none`)."""
+    from jaxgap.report.report import finite_or_none
+
+    return finite_or_none(value)
+
+
+def _load_data(name: str, seed: int, options: dict):
+    """:func:`jaxgap.data.load`, its ValueError turned into a one-line ``--data`` error."""
+    from jaxgap import data
+
+    try:
+        return data.load(name, seed=seed, **options)
+    except ValueError as err:
+        msg = str(err)
+        msg = msg[len("name: "):] if msg.startswith("name: ") else msg
+        raise CLIError(f"--data: {msg}") from None
 
 
 def _cmd_gap(args: argparse.Namespace) -> int:
     """``jaxgap gap``: gap curve of a closed-form optimal denoiser; see the module docstring."""
     import jax
 
-    from jaxgap import __version__, data, noise
+    from jaxgap import __version__, noise
     from jaxgap.denoisers import EmpiricalDenoiser, GaussianDenoiser
     from jaxgap.losses import gap_curve
     from jaxgap.report import plot_gap_curve
@@ -282,12 +278,7 @@ def _cmd_gap(args: argparse.Namespace) -> int:
             stage, done = _stage_fns(bar, stages)
 
             stage("load", f"load {args.data}")
-            try:
-                ds = data.load(args.data, seed=args.seed, **data_kw)
-            except ValueError as err:
-                msg = str(err)
-                msg = msg[len("name: "):] if msg.startswith("name: ") else msg
-                raise CLIError(f"--data: {msg}") from None
+            ds = _load_data(args.data, args.seed, data_kw)
             done("load")
 
             # Before any long computation: the results must have somewhere to go.
@@ -472,36 +463,9 @@ def _grid_index(num_levels: int, num: int | None) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, num_levels - 1, num)).astype(int))
 
 
-def _domain_exits(diag) -> list[str | None]:
-    """Per sigma: ``"farther"``/``"closer"`` where the trajectories' median normalized NN
-    distance lies above/below the noisy-train band (lowest to highest quantile), else None."""
-    q = np.asarray(diag.quantiles, np.float64)
-    lo, hi, mid = int(np.argmin(q)), int(np.argmax(q)), int(np.argmin(np.abs(q - 0.5)))
-    ref = np.asarray(diag.sets["noisy_train"].normalized_nn_distance, np.float64)
-    med = np.asarray(diag.sets["trajectories"].normalized_nn_distance, np.float64)[:, mid]
-    return ["farther" if m > ref[k, hi] else "closer" if m < ref[k, lo] else None
-            for k, m in enumerate(med)]
-
-
-def _exit_ranges(sigmas, exits) -> list[tuple[float, float, str]]:
-    """Runs of neighbouring sigmas (ascending) with the same exit direction."""
-    s = np.asarray(sigmas, np.float64)
-    order = np.argsort(s)
-    runs: list[list] = []
-    for k in order:
-        e = exits[k]
-        if e is None:
-            if runs and runs[-1][2] is not None:
-                runs.append([s[k], s[k], None])
-            continue
-        if runs and runs[-1][2] == e:
-            runs[-1][1] = s[k]
-        else:
-            runs.append([s[k], s[k], e])
-    return [(float(a), float(b), e) for a, b, e in runs if e is not None]
-
-
 def _exit_summary(diag, exits) -> str:
+    from jaxgap.reproduce import exit_ranges
+
     band = np.asarray(diag.quantiles, np.float64)
     band = f"{100 * band.min():.0f}-{100 * band.max():.0f}%"
     num = len(exits)
@@ -511,7 +475,7 @@ def _exit_summary(diag, exits) -> str:
     if not out:
         return f"{head} inside the band at every sigma"
     parts = []
-    for a, b, e in _exit_ranges(diag.sigmas, exits):
+    for a, b, e in exit_ranges(diag.sigmas, exits):
         where = f"sigma = {a:.3g}" if a == b else f"sigma = {a:.3g}..{b:.3g}"
         parts.append(f"{where} ({e})")
     return f"{head} outside at {out} of {num}: " + ", ".join(parts)
@@ -556,10 +520,11 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     import jax
     import jax.numpy as jnp
 
-    from jaxgap import __version__, data, metrics, sampling
+    from jaxgap import __version__, sampling
     from jaxgap import train as train_mod
     from jaxgap.denoisers import EmpiricalDenoiser, GaussianDenoiser
     from jaxgap.report import plot_domain_diagnostics, plot_sample_grid
+    from jaxgap.reproduce import domain_exits, measure_memorization, trajectory_domain
 
     start = time.perf_counter()
     stages: dict[str, float] = {}
@@ -577,12 +542,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                     raise CLIError(f"--denoiser: the data of run {args.denoiser!r}: "
                                    f"{err}") from None
             else:
-                try:
-                    ds = data.load(data_name, seed=data_seed, **data_kw)
-                except ValueError as err:
-                    msg = str(err)
-                    msg = msg[len("name: "):] if msg.startswith("name: ") else msg
-                    raise CLIError(f"--data: {msg}") from None
+                ds = _load_data(data_name, data_seed, data_kw)
                 if args.train_size is not None:
                     if args.train_size > ds.num_train:
                         raise CLIError(f"--train-size: expected at most {ds.num_train} (the "
@@ -620,29 +580,19 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
             stage("metrics", "memorization metrics")
             train = jnp.asarray(ds.train)
-            mem = metrics.memorized_fraction(samples, train, threshold=THRESHOLD,
-                                             key=jax.random.fold_in(key, 1),
-                                             num_bootstrap=NUM_BOOTSTRAP)
-            ratio = np.asarray(metrics.copy_ratio(samples, train), np.float64)
-            # The program of copy_ratio's two nearest neighbours is re-used (one compile
-            # less than metrics.distance_to_sets, same distances).
-            nb_train = metrics.nearest_neighbors(samples, train, k=2)
-            nearest = np.asarray(nb_train.index[:, 0])
-            to_train = np.asarray(nb_train.dist[:, 0], np.float64)
-            to_val = np.asarray(metrics.nearest_neighbors(samples, ds.val, k=1).dist[:, 0],
-                                np.float64)
+            meas = measure_memorization(samples, train, ds.val, jax.random.fold_in(key, 1),
+                                        threshold=THRESHOLD, num_bootstrap=NUM_BOOTSTRAP)
+            mem, ratio, nearest = meas.memorized, meas.copy_ratio, meas.nearest
+            to_train, to_val = meas.to_train, meas.to_val
             done("metrics")
 
             stage("domain", "inference-domain diagnostics")
             levels = _grid_index(args.steps, args.diagnostic_sigmas)
             sig = traj.sigma[:-1][levels]  # the trajectory states sit at the sampler's sigmas
-            sub_train, sub_val = ds.train[:args.num], ds.val[:args.num]
-            diag = metrics.domain_diagnostics(den if kind == "empirical" else train, sig, {
-                "noisy_train": metrics.noisy_states(jax.random.fold_in(key, 2), sub_train, sig),
-                "noisy_val": metrics.noisy_states(jax.random.fold_in(key, 3), sub_val, sig),
-                "trajectories": traj.x[:-1][levels],
-            }, quantiles=QUANTILES)
-            exits = _domain_exits(diag)
+            diag = trajectory_domain(den if kind == "empirical" else train, key, sig, ds.train,
+                                     ds.val, {"trajectories": traj.x[:-1][levels]},
+                                     num=args.num, quantiles=QUANTILES)
+            exits = domain_exits(diag)
             done("domain")
 
             stage("plot", "plot")
@@ -690,15 +640,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             }
             doc = {
                 **meta,
-                "threshold": THRESHOLD,
-                "memorized_fraction": float(mem.fraction),
-                "memorized_fraction_se": float(mem.se),
-                "num_bootstrap": NUM_BOOTSTRAP,
-                "copy_ratio_mean": float(np.mean(ratio)),
-                "copy_ratio_median": float(np.median(ratio)),
-                "mean_distance_to_train": float(np.mean(to_train)),
-                "mean_distance_to_val": float(np.mean(to_val)),
-                "closer_to_train": float(np.mean(to_train < to_val)),
+                **meas.summary(),
                 "domain_exit_sigmas": exit_sigmas,
                 "jax_version": jax.__version__,
                 "jaxgap_version": __version__,
@@ -707,8 +649,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                 "elapsed_s": round(time.perf_counter() - start, 4),
             }
             mem_text = json.dumps(_finite_or_none(doc), indent=2, allow_nan=False) + "\n"
-            domain_doc = {**meta, "subsample": {"noisy_train": int(sub_train.shape[0]),
-                                                "noisy_val": int(sub_val.shape[0])},
+            domain_doc = {**meta, "subsample": {
+                              name: int(diag.sets[name].num_states)
+                              for name in ("noisy_train", "noisy_val")},
                           "trajectories_outside_noisy_train": exits, **diag.to_dict()}
             domain_text = (json.dumps(_finite_or_none(domain_doc), indent=2, allow_nan=False)
                            + "\n")
@@ -751,6 +694,55 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     names = [os.path.basename(p) for p in written]
     print(f"wrote {', '.join(os.path.join(args.out, n) for n in names)} "
           f"in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# jaxgap reproduce
+# ------------------------------------------------------------------------------------------
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    """``jaxgap reproduce``: the whole study in five resumable stages (see
+    :mod:`jaxgap.reproduce`); writes report.md, report.html, PNGs and results.json."""
+    out = os.path.abspath(args.out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise CLIError(f"--out: expected a folder, but {args.out!r} is a file")
+    if not args.resume and os.path.isdir(out) and os.listdir(out):
+        raise CLIError(f"--out: {args.out!r} is not empty; pass --resume to continue the run "
+                       "in it or choose another --out")
+
+    from jaxgap.reproduce import default_config, run
+
+    try:
+        config = default_config(args.data, quick=args.quick, seed=args.seed)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    ds = _load_data(args.data, args.seed, {})  # an unusable dataset fails before any write
+    if config.train_size is not None and config.train_size > ds.num_train:
+        raise CLIError(f"--data: {ds.name!r} has {ds.num_train} training points; the study "
+                       f"needs {config.train_size}")
+    start = time.perf_counter()
+    created = _prepare_out_dir(args.out)
+    ok = False
+    try:
+        try:
+            results = run(config, args.out, resume=args.resume,
+                          progress=None, log=lambda line: print(line, flush=True))
+        except ValueError as err:
+            msg = str(err)
+            raise CLIError(f"--out: {msg[len('out: '):]}" if msg.startswith("out: ") else msg
+                           ) from None
+        ok = True
+    finally:
+        if not ok:
+            _remove_dirs(created)
+    print("claims:")
+    for c in results["claims"]:
+        print(f"  [{'supported' if c['supported'] else 'NOT supported'}] {c['claim']}: "
+              f"{c['measured']}")
+    where = os.path.join(args.out, "report.html")
+    print(f"report: {where} (and report.md, results.json) in "
+          f"{time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -858,6 +850,27 @@ def build_parser() -> argparse.ArgumentParser:
                       "domain diagnostics (default: all --steps)")
     samp.add_argument("--out", required=True, metavar="DIR", help="output folder")
     samp.set_defaults(func=_cmd_sample)
+
+    repro = sub.add_parser(
+        "reproduce", help="the whole study end to end, with a report and a claims table",
+        description="Run the study in five stages (closed-form gap curves; training the "
+        "default network with the gap tracked; toy-model fit, sampling and memorization; "
+        "inference-domain diagnostics; toy-model field), each skipped on --resume when its "
+        "results exist. Writes report.md, a self-contained report.html, the figures as PNG "
+        "and results.json (with the claims table) into --out.")
+    repro.add_argument("--data", default="digits", metavar="NAME",
+                       help="dataset: digits, gaussian, gmm, manifold, npz:PATH or npy:PATH "
+                       "(default: digits)")
+    repro.add_argument("--quick", action="store_true",
+                       help="small settings: a smoke test of the pipeline (about a minute)")
+    repro.add_argument("--seed", type=_int_at_least(0), default=0,
+                       help="seed of the data split, network, noise and sampling (default: 0)")
+    repro.add_argument("--out", default=os.path.join("runs", "reproduce"), metavar="DIR",
+                       help="output folder (default: runs/reproduce)")
+    repro.add_argument("--resume", action="store_true",
+                       help="continue the run in --out: skip finished stages, continue "
+                       "training from its last checkpoint")
+    repro.set_defaults(func=_cmd_reproduce)
     return parser
 
 

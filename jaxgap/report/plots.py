@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 __all__ = [
     "plot_domain_diagnostics",
     "plot_gap_curve",
+    "plot_gap_curves",
     "plot_gap_over_training",
     "plot_sample_grid",
 ]
@@ -388,4 +389,63 @@ def plot_domain_diagnostics(diag: Any, path: str | os.PathLike | IO[bytes], *,
         elif stat == "max_weight":
             ax.set_ylim(-0.02, 1.02)
     axes[0].legend(loc="best", fontsize=8)
+    _save(fig, path, title=title, dpi=dpi)
+
+
+# ------------------------------------------------------------------------------------------
+# Several gap curves on one axis
+# ------------------------------------------------------------------------------------------
+
+def plot_gap_curves(curves: Mapping[str, Any], path: str | os.PathLike | IO[bytes], *,
+                    title: str | None = None, dpi: int = 150) -> None:
+    r"""Gap curves :math:`L_{val}(\sigma) - L_{train}(\sigma)` of several denoisers, one axis.
+
+    Each curve is drawn with a marker at its largest value and, where it carries
+    ``gap_se``, a :math:`\pm 2` standard-error band (log-sigma axis, linear gap axis).
+
+    Args:
+      curves: ``{label: curve}``; each curve a :class:`~jaxgap.losses.GapCurve` or a
+        mapping with ``sigmas``, ``train``, ``val``, ``gap`` (``[K]``) and optional
+        standard errors (as :func:`plot_gap_curve` takes); grids may differ.
+      path: file name or binary file object; written as PNG whatever its extension.
+      title: figure title (none by default).
+      dpi: resolution.
+
+    Raises:
+      ValueError: no curves, or a curve with missing keys, mismatched lengths or
+        non-positive sigmas (the message names its label).
+
+    Example:
+      >>> plot_gap_curves({"empirical": c_emp, "gaussian": c_gauss}, "gaps.png")
+    """
+    if not isinstance(curves, Mapping) or not curves:
+        raise ValueError("curves: expected a non-empty mapping {label: curve}, got "
+                         f"{type(curves).__name__}")
+    arrays = {}
+    for label, curve in curves.items():
+        try:
+            arrays[str(label)] = _curve_arrays(curve)
+        except ValueError as err:
+            raise ValueError(f"curves[{label!r}]: {err}") from None
+    fig = Figure(figsize=(7.0, 4.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.axhline(0.0, color="0.5", linewidth=0.8)
+    for j, (label, c) in enumerate(arrays.items()):
+        order = np.argsort(c["sigmas"])
+        s, gap = c["sigmas"][order], c["gap"][order]
+        se = None if c["gap_se"] is None else c["gap_se"][order]
+        color = f"C{j}"
+        ax.plot(s, gap, color=color, marker=_MARKERS[j % len(_MARKERS)], markersize=3.5,
+                linestyle=_LINESTYLES[j % len(_LINESTYLES)], label=label)
+        _band(ax, s, gap, se, color, positive=False)
+        if np.any(np.isfinite(gap)):
+            k = int(np.nanargmax(gap))
+            ax.plot([s[k]], [gap[k]], marker="*", markersize=11, color=color,
+                    markeredgecolor="k", linestyle="none")
+    ax.set_xscale("log")
+    ax.set_xlabel(r"noise level $\sigma$")
+    ax.set_ylabel(r"$L_{val} - L_{train}$")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
     _save(fig, path, title=title, dpi=dpi)
