@@ -124,3 +124,14 @@ def positive_float(value, name: str, *, allow_zero: bool = False) -> float:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name}: expected a finite number {bound}, got {value!r}")
     return v
+
+
+def prng_key(key, name: str = "key"):
+    """A PRNG key: ``jax.random.PRNGKey`` (``uint32[2]``) or a typed ``jax.random.key``."""
+    ok = isinstance(key, jax.Array) and (
+        (key.shape == (2,) and key.dtype == jnp.uint32)
+        or (key.shape == () and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)))
+    if not ok:
+        raise ValueError(f"{name}: expected a PRNG key (jax.random.PRNGKey or jax.random.key), "
+                         f"got {type(key).__name__} {getattr(key, 'shape', '')}")
+    return key

@@ -39,7 +39,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
-from jaxgap._checks import float_array, positive_int, shape_str, sigma_array
+from jaxgap._checks import float_array, positive_int, prng_key, shape_str, sigma_array
 from jaxgap.denoisers._kernel import _top_k, exact_sq_dist_diff
 from jaxgap.denoisers.empirical import EmpiricalDenoiser
 from jaxgap.losses import example_noise
@@ -309,14 +309,6 @@ class MemorizedFraction(NamedTuple):
         return {"fraction": float(self.fraction), "se": float(self.se)}
 
 
-def _check_key(key):
-    if not (isinstance(key, jax.Array) and key.shape in ((2,), ()) and
-            (key.dtype == jnp.uint32 or jnp.issubdtype(key.dtype, jax.dtypes.prng_key))):
-        raise ValueError(f"key: expected a PRNG key (jax.random.PRNGKey or jax.random.key), "
-                         f"got {type(key).__name__} {getattr(key, 'shape', '')}")
-    return key
-
-
 @functools.partial(jax.jit, static_argnames=("num_bootstrap",))
 def _bootstrap_counts(indicator, key, *, num_bootstrap):
     """``[B]`` int32 counts of the resampled indicators; resample ``b`` uses
@@ -372,7 +364,7 @@ def memorized_fraction(samples: Float[ArrayLike, "m d"], train: Float[ArrayLike,
         raise ValueError(f"threshold: expected a number in (0, 1], got {threshold!r}")
     num_bootstrap = positive_int(num_bootstrap, "num_bootstrap", minimum=2)
     if key is not None:
-        key = _check_key(key)
+        key = prng_key(key)
     ratio = copy_ratio(samples, train, chunk_size=chunk_size)
     indicator = (ratio < tau).astype(jnp.int32)
     m = indicator.shape[0]
@@ -710,7 +702,7 @@ def noisy_states(key: jax.Array, data: Float[ArrayLike, "n d"],
     Returns:
       ``[K, n, d]`` noisy states; ``out[k]`` is at ``sigmas[k]``.
     """
-    key = _check_key(key)
+    key = prng_key(key)
     data = float_array(data, "data", ndim=2)
     data = data.astype(_common_dtype(data))
     sigmas = _check_sigmas(sigmas).astype(data.dtype)

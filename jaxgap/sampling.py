@@ -52,7 +52,14 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from jaxgap import noise as _noise
-from jaxgap._checks import float_array, is_concrete, positive_float, positive_int, shape_str
+from jaxgap._checks import (
+    float_array,
+    is_concrete,
+    positive_float,
+    positive_int,
+    prng_key,
+    shape_str,
+)
 
 __all__ = [
     "METHODS",
@@ -302,16 +309,6 @@ def _check_sigmas(sigmas, dtype):
     return sigmas
 
 
-def _check_key(key):
-    ok = isinstance(key, jax.Array) and (
-        (key.shape == (2,) and key.dtype == jnp.uint32)
-        or (key.shape == () and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)))
-    if not ok:
-        raise ValueError(f"key: expected a PRNG key (jax.random.PRNGKey or jax.random.key), "
-                         f"got {type(key).__name__} {getattr(key, 'shape', '')}")
-    return key
-
-
 def _check_churn(s_churn, s_min, s_max, s_noise, dtype):
     s_churn = positive_float(s_churn, "s_churn", allow_zero=True)
     s_min = positive_float(s_min, "s_min", allow_zero=True)
@@ -466,7 +463,7 @@ def edm_stochastic(key: PRNGKeyArray, denoiser, x_init: Float[ArrayLike, "*batch
       Karras et al. (2022), Algorithm 2 ("Our stochastic sampler with sigma(t) = t and
       s(t) = 1") and Table 5 (S_churn, S_tmin, S_tmax, S_noise).
     """
-    key = _check_key(key)
+    key = prng_key(key)
     x = _check_x(x_init, denoiser)
     sigmas = _check_sigmas(sigmas, x.dtype)
     churn = _check_churn(s_churn, s_min, s_max, s_noise, x.dtype)
@@ -693,7 +690,7 @@ def sample(key: PRNGKeyArray, denoiser, num: int, dim: int, *, num_steps: int = 
     References:
       Karras et al. (2022), Algorithms 1 and 2, Eq. (5) and Table 1 (EDM's schedule).
     """
-    key = _check_key(key)
+    key = prng_key(key)
     den_dim = _check_denoiser(denoiser)
     num = positive_int(num, "num")
     dim = positive_int(dim, "dim")

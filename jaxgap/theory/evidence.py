@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float
 
-from jaxgap._checks import float_array, positive_float, positive_int
+from jaxgap._checks import float_array, positive_float, positive_int, prng_key
 from jaxgap.denoisers import EmpiricalDenoiser, velocity
 from jaxgap.losses import GapCurve, denoising_loss, gap_curve
 from jaxgap.metrics import memorized_fraction
@@ -62,14 +62,6 @@ _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # 0.618...
 # ---------------------------------------------------------------------------------------
 # Argument checks
 # ---------------------------------------------------------------------------------------
-
-def _check_key(key):
-    if not (isinstance(key, jax.Array) and key.shape in ((2,), ()) and
-            (key.dtype == jnp.uint32 or jnp.issubdtype(key.dtype, jax.dtypes.prng_key))):
-        raise ValueError(f"key: expected a PRNG key (jax.random.PRNGKey or jax.random.key), "
-                         f"got {type(key).__name__} {getattr(key, 'shape', '')}")
-    return key
-
 
 def _train_val(train, val):
     train = float_array(train, "train", ndim=2)
@@ -208,7 +200,7 @@ def fit_delta(train: Float[ArrayLike, "n d"], val: Float[ArrayLike, "m d"], targ
     """
     train, val = _train_val(train, val)
     sigmas, target_gap = _target_arrays(target)
-    key = _check_key(key)
+    key = prng_key(key)
     grid = default_fit_deltas() if deltas is None else _deltas(deltas)
     num_noise = positive_int(num_noise, "num_noise")
     if batch_size is not None:
@@ -376,7 +368,7 @@ def delta_sweep(train: Float[ArrayLike, "n d"], val: Float[ArrayLike, "m d"],
         raise ValueError(f"train: expected at least 2 points, got {train.shape[0]}")
     deltas = _deltas(deltas)
     sig = jnp.asarray(_sigma_grid(sigmas), train.dtype)
-    key = _check_key(key)
+    key = prng_key(key)
     num_samples = positive_int(num_samples, "num_samples", minimum=0)
     num_steps = positive_int(num_steps, "num_steps", minimum=2)
     sigma_max = positive_float(sigma_max, "sigma_max")
@@ -473,7 +465,7 @@ def gap_vs_train_size(ds_or_train_val, sizes, delta: float, sigmas: Float[ArrayL
                          f"points), got {sizes}")
     delta = float(_deltas([delta], "delta")[0])
     sig = jnp.asarray(_sigma_grid(sigmas), train.dtype)
-    key = _check_key(key)
+    key = prng_key(key)
     sizes = sorted(sizes)
     curves = []
     for n in sizes:
@@ -567,7 +559,7 @@ def first_order_check(train: Float[ArrayLike, "n d"], data: Float[ArrayLike, "m 
                          f"points'), got shape [{data.shape[0]}, {data.shape[1]}]")
     delta = float(_deltas([delta], "delta")[0])
     s = _sigma_grid(sigmas)
-    key = _check_key(key)
+    key = prng_key(key)
     sig = jnp.asarray(s, train.dtype)
     exact = np.asarray(denoising_loss(PositionError(train, delta), data, sig, key,
                                       num_noise=num_noise, batch_size=batch_size), np.float64)
@@ -633,7 +625,7 @@ def first_order_gap(train: Float[ArrayLike, "n d"], val: Float[ArrayLike, "m d"]
       :class:`FirstOrderGap`.
     """
     train, val = _train_val(train, val)
-    key = _check_key(key)
+    key = prng_key(key)
     k_train, k_val = jax.random.split(key)
     kw = dict(num_noise=num_noise, batch_size=batch_size)
     tr = first_order_check(train, train, delta, sigmas, k_train, **kw)
