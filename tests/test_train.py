@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxgap import cli
 from jaxgap.losses import denoising_loss
 from jaxgap.train import TrainConfig, load_denoiser, read_metrics, train_and_evaluate
 
@@ -61,34 +62,44 @@ def test_sigkill_and_resume_reproduce_an_uninterrupted_run(tmp_path):
     assert (killed / "gap_over_training.png").stat().st_size > 0
 
 
-def test_bad_configuration_exits_2_with_one_line(tmp_path):
+def _main(capsys, args):
+    """``jaxgap train`` in this process (errors are the CLI's; a real process is tested in
+    test_cli.py and by the SIGKILL test above): (exit status, stderr)."""
+    capsys.readouterr()
+    code = cli.main(["train", *TINY, *args])
+    return code, capsys.readouterr().err
+
+
+def test_bad_configuration_exits_2_with_one_line(tmp_path, capsys):
     cases = [
         (["--model", "transformer"], "model"),
         (["--train-size", "5000"], "train_size"),
         (["--steps", "0"], "steps"),
     ]
     for args, word in cases:
-        out = _run([*args, "--steps", "2", "--out", str(tmp_path / "bad")]
-                   if "--steps" not in args else [*args, "--out", str(tmp_path / "bad")])
-        assert out.returncode == 2, (args, out.stderr)
-        assert len(out.stderr.strip().splitlines()) == 1 and word in out.stderr, out.stderr
-        assert "Traceback" not in out.stderr
+        code, err = _main(capsys, [*args, "--steps", "2", "--out", str(tmp_path / "bad")]
+                          if "--steps" not in args else [*args, "--out", str(tmp_path / "bad")])
+        assert code == 2, (args, err)
+        assert len(err.strip().splitlines()) == 1 and word in err, err
+        assert "Traceback" not in err
     # A run folder holding a different config.
     run = tmp_path / "run"
-    assert _run(["--steps", "4", "--eval-every", "2", "--out", str(run)]).returncode == 0
-    out = _run(["--steps", "6", "--eval-every", "2", "--out", str(run), "--resume"])
-    assert out.returncode == 2 and "different config" in out.stderr and "steps" in out.stderr
+    assert _main(capsys, ["--steps", "4", "--eval-every", "2", "--out", str(run)])[0] == 0
+    code, err = _main(capsys, ["--steps", "6", "--eval-every", "2", "--out", str(run),
+                               "--resume"])
+    assert code == 2 and "different config" in err and "steps" in err
     # The same folder without --resume.
-    out = _run(["--steps", "4", "--eval-every", "2", "--out", str(run)])
-    assert out.returncode == 2 and "--resume" in out.stderr
+    code, err = _main(capsys, ["--steps", "4", "--eval-every", "2", "--out", str(run)])
+    assert code == 2 and "--resume" in err
     # A corrupt checkpoint.
     ckpt = run / "checkpoints"
     for path in ckpt.rglob("*"):
         if path.is_file() and path.stat().st_size > 0:
             path.write_bytes(b"\x00garbage" * 8)
-    out = _run(["--steps", "4", "--eval-every", "2", "--out", str(run), "--resume"])
-    assert out.returncode == 2, out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1 and "checkpoint" in out.stderr
+    code, err = _main(capsys, ["--steps", "4", "--eval-every", "2", "--out", str(run),
+                               "--resume"])
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "checkpoint" in err, err
 
 
 def test_load_denoiser_and_metrics_keys(tmp_path):
