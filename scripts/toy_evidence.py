@@ -11,7 +11,7 @@ Runs, with one key (common random numbers throughout):
 5. 2-D stream plots of the optimal and the error-prone flow fields.
 
 Writes ``evidence.json`` (every number), ``tables.md`` and the figures into ``--out``.
-About 5 minutes on 2 CPU cores (1.5 of them training the network).
+About 90 s on 2 CPU cores (a third of it training the network).
 
     python scripts/toy_evidence.py --out runs/toy_evidence
 """
