@@ -57,6 +57,7 @@ from tqdm.auto import tqdm
 
 from jaxgap import __version__, metrics, noise, sampling
 from jaxgap import train as train_mod
+from jaxgap._checks import positive_float, positive_int
 from jaxgap.denoisers import EmpiricalDenoiser, GaussianDenoiser
 from jaxgap.losses import gap_curve
 from jaxgap.report import report as rep
@@ -197,31 +198,15 @@ class ReproduceConfig:
         """Check every field; raise ``ValueError`` naming the first bad one."""
         if not isinstance(self.data, str) or not self.data:
             raise ValueError(f"data: expected a dataset name, got {self.data!r}")
+        minimum = dict(num_sigmas=3, sample_steps=2, num_bootstrap=2, seed=0, fit_refine=0)
         for name in ("steps", "batch_size", "width", "depth", "eval_every", "ckpt_every",
-                     "num_noise", "eval_num_noise", "num_samples", "num_bootstrap"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-        for name, low in (("train_size", 2), ("val_size", 2)):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
-                raise ValueError(f"{name}: expected an integer >= {low} or None, got {v!r}")
-        for name, low in (("num_sigmas", 3), ("sample_steps", 2), ("num_bootstrap", 2)):
-            v = getattr(self, name)
-            if v < low:
-                raise ValueError(f"{name}: expected an integer >= {low}, got {v!r}")
-        if self.fit_grid is not None and (isinstance(self.fit_grid, bool) or
-                                          not isinstance(self.fit_grid, int) or
-                                          self.fit_grid < 2):
-            raise ValueError(f"fit_grid: expected an integer >= 2 or None, got "
-                             f"{self.fit_grid!r}")
-        if isinstance(self.fit_refine, bool) or not isinstance(self.fit_refine, int) or \
-                self.fit_refine < 0:
-            raise ValueError(f"fit_refine: expected an integer >= 0, got {self.fit_refine!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed: expected an integer >= 0, got {self.seed!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr: expected a finite number > 0, got {self.lr!r}")
+                     "num_noise", "eval_num_noise", "num_samples", "num_bootstrap",
+                     "num_sigmas", "sample_steps", "seed", "fit_refine"):
+            positive_int(getattr(self, name), name, minimum=minimum.get(name, 1))
+        for name, low in (("train_size", 2), ("val_size", 2), ("fit_grid", 2)):
+            if getattr(self, name) is not None:
+                positive_int(getattr(self, name), name, minimum=low)
+        positive_float(self.lr, "lr")
         return self
 
     def train_config(self) -> train_mod.TrainConfig:
