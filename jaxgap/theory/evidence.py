@@ -63,12 +63,12 @@ _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # 0.618...
 # Argument checks
 # ---------------------------------------------------------------------------------------
 
-def _train_val(train, val):
+def _train_val(train, val, val_name: str = "val"):
     train = float_array(train, "train", ndim=2)
-    val = float_array(val, "val", ndim=2)
+    val = float_array(val, val_name, ndim=2)
     if val.shape[1] != train.shape[1]:
-        raise ValueError(f"val: expected last dimension d = {train.shape[1]} (the training "
-                         f"points'), got shape [{val.shape[0]}, {val.shape[1]}]")
+        raise ValueError(f"{val_name}: expected last dimension d = {train.shape[1]} (the "
+                         f"training points'), got shape [{val.shape[0]}, {val.shape[1]}]")
     return train, val
 
 
@@ -552,11 +552,7 @@ def first_order_check(train: Float[ArrayLike, "n d"], data: Float[ArrayLike, "m 
     Returns:
       :class:`FirstOrderCheck`.
     """
-    train = float_array(train, "train", ndim=2)
-    data = float_array(data, "data", ndim=2)
-    if data.shape[1] != train.shape[1]:
-        raise ValueError(f"data: expected last dimension d = {train.shape[1]} (the training "
-                         f"points'), got shape [{data.shape[0]}, {data.shape[1]}]")
+    train, data = _train_val(train, data, "data")
     delta = float(_deltas([delta], "delta")[0])
     s = _sigma_grid(sigmas)
     key = prng_key(key)
