@@ -2,7 +2,7 @@
 
 Each configuration runs in a fresh subprocess whose environment sets
 ``XLA_FLAGS=--xla_force_host_platform_device_count=D`` (and ``JAX_PLATFORMS=cpu``) before
-JAX is imported. The child times ``gap_curve(EmpiricalDenoiser(train), train, val, sigmas,
+JAX is imported. The child times ``gap_curve(key, EmpiricalDenoiser(train), train, val, sigmas,
 key, num_noise=R, mesh=...)`` on the embedded digits with ``mesh=None`` (device 0 only) or
 ``mesh=jax.sharding.Mesh(np.array(jax.devices()), ("data",))`` (examples spread over all
 devices), and returns the curve. The parent reports times relative to the 1-device,
@@ -53,7 +53,7 @@ def child(args) -> None:
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",)) if args.mesh else None
 
     def call():
-        return gap_curve(den, train, val, sigmas, key, num_noise=args.num_noise, mesh=mesh)
+        return gap_curve(key, den, train, val, sigmas, num_noise=args.num_noise, mesh=mesh)
 
     t0 = time.perf_counter()
     curve = jax.block_until_ready(call())

@@ -1,6 +1,6 @@
 """Gap-curve throughput of the empirical denoiser: the loss engine against a matmul ceiling.
 
-One call of the loss engine, ``denoising_loss(EmpiricalDenoiser(train), data, sigmas, key,
+One call of the loss engine, ``denoising_loss(key, EmpiricalDenoiser(train), data, sigmas,
 num_noise=R)``, denoises K * R * M noisy queries (K sigmas, R noise draws, M examples)
 against N training points in d dimensions: two matmuls per query and training point, so
 FLOPs = 4 * (K * R * M) * N * d. Effective GFLOP/s are reported with the ratio to a plain
@@ -159,11 +159,11 @@ def headline(quick, repeats):
     digits = (ds.num_train + ds.num_val, ds.num_train, ds.dim)
     work = {  # name: (callable, (M, N, d))
         "denoising_loss, gaussian": (
-            lambda: denoising_loss(den, x, sigmas, key, num_noise=r), (m, n, d)),
+            lambda: denoising_loss(key, den, x, sigmas, num_noise=r), (m, n, d)),
         "  same, num_exact=0 (no exact re-ranking)": (
-            lambda: denoising_loss(plain, x, sigmas, key, num_noise=r), (m, n, d)),
+            lambda: denoising_loss(key, plain, x, sigmas, num_noise=r), (m, n, d)),
         "gap_curve, digits (M = train + val)": (
-            lambda: gap_curve(den_dg, train, val, sigmas, key, num_noise=r), digits)}
+            lambda: gap_curve(key, den_dg, train, val, sigmas, num_noise=r), digits)}
     calls = {w: fn for w, (fn, _) in work.items()}
     ceilings = {w: ceiling_call(k * r * mm, nn, dd, rng) for w, (_, (mm, nn, dd)) in work.items()}
     times, first = time_with_ceilings(calls, ceilings, repeats)
@@ -179,7 +179,7 @@ def sigma_rows(base, repeats):
     key = jax.random.PRNGKey(0)
     grids = ((0.01, 0.03), (0.3, 1.0), (3.0, 10.0), (SIGMA_MIN, SIGMA_MAX))
     grid_arrays = {g: noise.log_sigmas(k, *g) for g in grids}
-    calls = {g: (lambda s=s: denoising_loss(den, x, s, key)) for g, s in grid_arrays.items()}
+    calls = {g: (lambda s=s: denoising_loss(key, den, x, s)) for g, s in grid_arrays.items()}
     times, _ = interleaved(calls, repeats)
     ref = times[(SIGMA_MIN, SIGMA_MAX)]
     return [{"grid": f"{g[0]:g}..{g[1]:g}", "seconds": times[g],
@@ -204,7 +204,7 @@ def scaling(base, values, repeats):
         den, x = synthetic(m, n, d)
         sigmas = noise.log_sigmas(k, SIGMA_MIN, SIGMA_MAX)
         calls[(k, m, n, d)] = (lambda den=den, x=x, s=sigmas:
-                               denoising_loss(den, x, s, key, num_noise=1))
+                               denoising_loss(key, den, x, s, num_noise=1))
         ceil_calls[(k, m, n, d)] = ceiling_call(k * m, n, d, rng)
     times, _ = time_with_ceilings(calls, ceil_calls, repeats)
     results = {c: rate_row(c[0], 1, *c[1:], times[c], ceil_calls[c][1], times[("ceiling", c)])

@@ -1,7 +1,9 @@
 """Input validation at the public boundary (outside jit).
 
-Shape checks run on tracers too (shapes are static); value checks (finite, positive) run only
-on concrete arrays, so they never force a host sync inside a traced function.
+Shape checks run on tracers too (shapes are static). Value checks (finite, positive) run
+where data enter (dataset loading, constructing a denoiser from data, a consumer's data
+arguments) and on host inputs (Python numbers, NumPy arrays); a denoiser call never reads
+values back from a ``jax.Array`` (that would be a host sync on every call).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ def shape_str(shape) -> str:
 
 
 def float_array(x, name: str, *, ndim: int | None = None, min_ndim: int | None = None,
-                dim: int | None = None, allow_empty: bool = False, finite: bool = True):
+                dim: int | None = None, allow_empty: bool = False,
+                finite: bool | str = True):
     """Return ``x`` as a floating JAX array after checking rank, last dimension and values.
 
     Args:
@@ -31,10 +34,14 @@ def float_array(x, name: str, *, ndim: int | None = None, min_ndim: int | None =
       min_ndim: smallest allowed rank, or None.
       dim: required size of the last axis, or None.
       allow_empty: whether a zero-size leading axis is accepted.
-      finite: check that every value is finite (concrete arrays only).
+      finite: check that every value is finite: True for concrete arrays (where data
+        enter), ``"host"`` only for host inputs (Python/NumPy, no device sync: a denoiser's
+        per-call check), False never.
     """
     if x is None:
         raise ValueError(f"{name}: expected an array, got None")
+    if finite == "host":
+        finite = not isinstance(x, jax.Array)
     if not isinstance(x, jax.Array):
         try:
             x = np.asarray(x)
@@ -92,17 +99,19 @@ def sigma_array(sigma, name: str, batch_shape: tuple[int, ...], dtype=None):
 
     ``sigma`` may be a scalar or any array whose broadcast with ``batch_shape`` is
     ``batch_shape`` itself (never a silent enlargement of the batch). Values must be finite
-    and > 0 (checked on concrete arrays).
+    and > 0: checked when ``sigma`` comes from the host (a Python number or NumPy array),
+    never on a ``jax.Array``, whose values would have to be copied back from the device (a
+    sync on every call).
     """
     sig = sigma_shape(sigma, name, batch_shape)
-    sig = jnp.asarray(sig, dtype=dtype if dtype is not None else jnp.result_type(float))
-    if is_concrete(sig):
-        values = np.asarray(sig)
+    dtype = dtype if dtype is not None else jnp.result_type(float)
+    if not isinstance(sig, jax.Array):  # host values: checked with NumPy (no device work)
+        values = np.asarray(sig, dtype=dtype)
         if not np.all(np.isfinite(values)):
             raise ValueError(f"{name}: expected finite values, got NaN or inf")
         if not np.all(values > 0):
             raise ValueError(f"{name}: expected values > 0, got min {float(values.min())!r}")
-    return jnp.broadcast_to(sig, batch_shape)
+    return jnp.broadcast_to(jnp.asarray(sig, dtype=dtype), batch_shape)
 
 
 def positive_int(value, name: str, *, minimum: int = 1) -> int:

@@ -25,110 +25,46 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
 from jaxgap import noise as _noise
-from jaxgap._checks import float_array, is_concrete, positive_int
+from jaxgap._checks import float_array, prng_key
+from jaxgap._compat import key_first
+from jaxgap._jit import jit
+from jaxgap._mc import check_loss_args, example_noise, noisy_queries, per_example_map
+from jaxgap._protocol import call
 
-_MAX_ELEMENTS = 1 << 22  # noisy queries per batch, times d: ~16 MB of float32 per buffer
+__all__ = [
+    "GapCurve",
+    "curve_peak",
+    "denoising_loss",
+    "example_noise",
+    "gap_curve",
+    "optimal_loss_identity",
+    "per_example_loss",
+    "weighted_objective",
+]
 
 
-def example_noise(key, index, k, r, dim: int, dtype=jnp.float32):
-    """The standard normal noise ``[d]`` of example ``index`` at grid index ``k``, draw ``r``.
+@jit
+def _all_stats(denoiser, data, sigmas, key, cond, *, num_noise, batch_size, mesh):
+    """``[K, n]`` per-example ``mean_r |D - x0|^2 / d`` and ``mean_r |D|^2 / d``.
 
-    Common random numbers: a function of ``(key, index, k, r)`` only.
+    Each batch's ``[K, R, B, d]`` noisy queries go to the denoiser in one call with a
+    per-query sigma, so closed-form denoisers batch the whole grid at once.
     """
-    sub = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, index), k), r)
-    return jax.random.normal(sub, (dim,), dtype)
+
+    def batch_stats(x0, index, c):
+        x, sig = noisy_queries(key, x0, index, sigmas, num_noise)
+        out = call(denoiser, x, sig, c)
+        mse = jnp.mean((out - x0[None, None]) ** 2, axis=-1)
+        out_sq = jnp.mean(out**2, axis=-1)
+        return jnp.mean(mse, axis=1), jnp.mean(out_sq, axis=1)
+
+    return per_example_map(batch_stats, data, cond, batch_size=batch_size, mesh=mesh)
 
 
-def _batch_stats(denoiser, x0, index, sigmas, key, num_noise):
-    """Per-example ``mean_r |D - x0|^2 / d`` and ``mean_r |D|^2 / d`` for one batch.
-
-    ``x0 [B, d]``, ``index [B]`` (global example indices), ``sigmas [K]``; returns two
-    ``[K, B]`` arrays. The denoiser is called once on ``[K, R, B, d]`` noisy queries with a
-    per-query sigma, so closed-form denoisers batch the whole grid in one call.
-    """
-    k_len, dim = sigmas.shape[0], x0.shape[-1]
-    draws = jnp.arange(num_noise)
-    grid = jnp.arange(k_len)
-    eps = jax.vmap(lambda k: jax.vmap(lambda r: jax.vmap(
-        lambda i: example_noise(key, i, k, r, dim, x0.dtype))(index))(draws))(grid)
-    sig = jnp.broadcast_to(sigmas[:, None, None], (k_len, num_noise, x0.shape[0]))
-    x = x0[None, None] + sig[..., None] * eps
-    out = denoiser(x, sig)
-    mse = jnp.mean((out - x0[None, None]) ** 2, axis=-1)
-    out_sq = jnp.mean(out**2, axis=-1)
-    return jnp.mean(mse, axis=1), jnp.mean(out_sq, axis=1)
-
-
-def _all_stats(denoiser, data, sigmas, key, *, num_noise, batch_size, mesh):
-    """``[K, n]`` per-example statistics, batched (and sharded over a 1-D mesh)."""
-    n = data.shape[0]
-    num_dev = 1 if mesh is None else mesh.devices.size
-    per_dev = -(-n // num_dev)
-    bsz = min(batch_size, per_dev)
-    per_dev = -(-per_dev // bsz) * bsz
-    total = per_dev * num_dev
-    xp = jnp.pad(data, ((0, total - n), (0, 0)))
-    index = jnp.arange(total, dtype=jnp.uint32)
-
-    def local(x_loc, i_loc):
-        nb = x_loc.shape[0] // bsz
-        out = jax.lax.map(
-            lambda a: _batch_stats(denoiser, a[0], a[1], sigmas, key, num_noise),
-            (x_loc.reshape(nb, bsz, -1), i_loc.reshape(nb, bsz)))
-        # [nb, 2, K, bsz] -> [2, K, nb * bsz]
-        return tuple(jnp.moveaxis(t, 0, 1).reshape(t.shape[1], nb * bsz) for t in out)
-
-    if mesh is None:
-        mse, out_sq = local(xp, index)
-    else:
-        axis = mesh.axis_names[0]
-        mse, out_sq = jax.shard_map(
-            local, mesh=mesh, in_specs=(P(axis), P(axis)), out_specs=(P(None, axis),) * 2,
-            check_vma=False)(xp, index)
-    return mse[:, :n], out_sq[:, :n]
-
-
-_compiled_stats = jax.jit(_all_stats, static_argnames=("num_noise", "batch_size", "mesh"))
-
-
-def _check(denoiser, data, sigmas, key, num_noise, batch_size, mesh, name="data"):
-    """Validate at the public boundary (outside jit); return normalized arguments."""
-    if not callable(denoiser):
-        raise ValueError(
-            f"denoiser: expected a callable D(x, sigma), got {type(denoiser).__name__}")
-    data = float_array(data, name, ndim=2)
-    dim = getattr(denoiser, "dim", None)
-    if dim is not None and data.shape[1] != dim:
-        raise ValueError(f"{name}: expected last dimension d = {dim} (the denoiser's), "
-                         f"got shape [{data.shape[0]}, {data.shape[1]}]")
-    sigmas = float_array(sigmas, "sigmas", ndim=1)
-    if is_concrete(sigmas) and not np.all(np.asarray(sigmas) > 0):
-        raise ValueError(f"sigmas: expected values > 0, got min {float(np.min(sigmas))!r}")
-    if not (isinstance(key, jax.Array) and key.shape in ((2,), ()) and
-            (key.dtype == jnp.uint32 or jnp.issubdtype(key.dtype, jax.dtypes.prng_key))):
-        raise ValueError(f"key: expected a PRNG key (jax.random.PRNGKey or jax.random.key), "
-                         f"got {type(key).__name__} {getattr(key, 'shape', '')}")
-    num_noise = positive_int(num_noise, "num_noise")
-    if batch_size is None:
-        batch_size = max(1, _MAX_ELEMENTS // (sigmas.shape[0] * num_noise * data.shape[1]))
-    batch_size = positive_int(batch_size, "batch_size")
-    if mesh is not None:
-        if not isinstance(mesh, Mesh):
-            raise ValueError(f"mesh: expected a jax.sharding.Mesh, got {type(mesh).__name__}")
-        if len(mesh.axis_names) != 1:
-            raise ValueError(f"mesh: expected a 1-D mesh, got axes {mesh.axis_names}")
-        if getattr(denoiser, "mesh", None) is not None:
-            raise ValueError("mesh: the denoiser is already sharded over a mesh (its training "
-                             "points); pass mesh=None, or an unsharded denoiser")
-        data = jax.device_put(data, NamedSharding(mesh, P()))
-    return data, sigmas.astype(data.dtype), num_noise, batch_size
-
-
-def per_example_loss(denoiser, data, sigmas, key, *, num_noise: int = 1,
+def per_example_loss(key, denoiser, data, sigmas, *, cond=None, num_noise: int = 1,
                      batch_size: int | None = None, mesh: Mesh | None = None):
     r"""Per-example denoising loss, averaged over ``num_noise`` draws: ``[K, n]``.
 
@@ -136,51 +72,127 @@ def per_example_loss(denoiser, data, sigmas, key, *, num_noise: int = 1,
         \big|D(x_i + \sigma_k \epsilon_{ikr}, \sigma_k) - x_i\big|^2
 
     Args:
-      denoiser: any callable ``D(x, sigma)`` obeying the protocol.
+      key: PRNG key; the noise is a function of ``(key, i, k, r)`` only.
+      denoiser: any callable ``D(x, sigma)`` obeying the protocol (``D(x, sigma, cond)`` with
+        ``cond``).
       data: ``[n, d]`` clean examples.
       sigmas: ``[K]`` noise levels (> 0).
-      key: PRNG key; the noise is a function of ``(key, i, k, r)`` only.
+      cond: ``[n]`` (or scalar) integer condition ids of the examples, for a conditional
+        denoiser.
       num_noise: noise draws ``R`` per example and sigma.
       batch_size: examples per compiled batch (default: ``K * R * batch * d ~ 4M``).
       mesh: optional 1-D ``jax.sharding.Mesh``: examples are spread over its devices.
 
     Returns:
       ``[K, n]`` float array.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> per_example_loss(jax.random.key(0), lambda x, s: 0 * x, jnp.ones((3, 2)),
+      ...                  jnp.array([0.5, 1.0])).shape  # D = 0: the loss is |x0|^2 / d = 1
+      (2, 3)
     """
-    data, sigmas, num_noise, batch_size = _check(denoiser, data, sigmas, key, num_noise,
-                                                 batch_size, mesh)
-    return _compiled_stats(denoiser, data, sigmas, key, num_noise=num_noise,
-                           batch_size=batch_size, mesh=mesh)[0]
+    args = check_loss_args(key, denoiser, data, sigmas, cond, num_noise, batch_size, mesh)
+    return _all_stats(**args)[0]
 
 
-def denoising_loss(denoiser, data, sigmas, key, *, num_noise: int = 1,
+@key_first(3)
+def denoising_loss(key, denoiser, data, sigmas, *, cond=None, num_noise: int = 1,
                    batch_size: int | None = None, mesh: Mesh | None = None):
     r"""Per-sigma denoising loss ``[K]``: the mean of :func:`per_example_loss` over examples.
 
     .. math:: L(\sigma_k) = \frac{1}{n R}\sum_{i, r} \frac{1}{d}
         \big|D(x_i + \sigma_k \epsilon_{ikr}, \sigma_k) - x_i\big|^2
 
+    Args and noise as in :func:`per_example_loss`.
+
     Example:
-      >>> L = denoising_loss(D, ds.val, noise.log_sigmas(16, 0.01, 10.0), key)
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxgap import noise
+      >>> L = denoising_loss(jax.random.key(0), lambda x, s: x, jnp.zeros((4, 8)),
+      ...                    noise.log_sigmas(3, 0.1, 10.0))  # D = identity: about sigma^2
+      >>> L.shape
+      (3,)
     """
-    return jnp.mean(per_example_loss(denoiser, data, sigmas, key, num_noise=num_noise,
+    return jnp.mean(per_example_loss(key, denoiser, data, sigmas, cond=cond, num_noise=num_noise,
                                      batch_size=batch_size, mesh=mesh), axis=1)
 
 
-def optimal_loss_identity(denoiser, data, sigmas, key, *, num_noise: int = 1,
+def optimal_loss_identity(key, denoiser, data, sigmas, *, cond=None, num_noise: int = 1,
                           batch_size: int | None = None, mesh: Mesh | None = None):
     r"""``E|x0|^2 / d - E|D(x_sigma)|^2 / d`` per sigma, ``[K]``, with the loss's noise.
 
     For the posterior-mean denoiser of the distribution the data are drawn from (the
     :class:`~jaxgap.denoisers.EmpiricalDenoiser` of ``data`` itself), this equals the
     optimal loss ``J*(sigma)`` in expectation, since ``E[x0 . D] = E|D|^2``: an independent
-    cross-check of :func:`denoising_loss`.
+    cross-check of :func:`denoising_loss`. Arguments as in :func:`per_example_loss`.
     """
-    data, sigmas, num_noise, batch_size = _check(denoiser, data, sigmas, key, num_noise,
-                                                 batch_size, mesh)
-    _, out_sq = _compiled_stats(denoiser, data, sigmas, key, num_noise=num_noise,
-                                batch_size=batch_size, mesh=mesh)
+    args = check_loss_args(key, denoiser, data, sigmas, cond, num_noise, batch_size, mesh)
+    _, out_sq = _all_stats(**args)
+    data = args["data"]
     return jnp.mean(jnp.sum(data**2, axis=1)) / data.shape[1] - jnp.mean(out_sq, axis=1)
+
+
+def curve_peak(sigmas, values, *, refine: bool = False, return_index: bool = False):
+    r"""Peak of a sampled curve (a gap curve): ``(sigma, value)``. The one definition.
+
+    ``refine=False``: the grid point of the largest value (NaN ignored).
+    ``refine=True``: with ``k`` the grid index of the largest value, the sigma of the vertex
+    of the parabola through ``(log sigma_j, value_j)``, ``j = k-1, k, k+1`` (it lies between
+    the two neighbours); at an end of the grid, or where the three points are collinear, the
+    grid sigma. The value returned is always the measured grid maximum ``value_k``.
+
+    .. math:: g(u) = g_k + b\,(u - u_k) + c\,(u - u_k)^2, \quad u = \log\sigma,
+        \qquad \log\sigma^\star = u_k - \frac{b}{2c}.
+
+    Args:
+      sigmas: ``[K]`` noise levels ``> 0`` (strictly monotonic for ``refine=True``).
+      values: ``[K]`` curve values.
+
+      return_index: also return the grid index ``k`` of the largest value.
+
+    Returns:
+      ``(peak_sigma, peak_value)`` floats, or ``(peak_sigma, peak_value, k)``.
+
+    Example:
+      >>> curve_peak([0.1, 1.0, 10.0], [0.0, 2.0, 1.0])
+      (1.0, 2.0)
+    """
+    # NumPy float64 throughout (float_array would round to float32 without x64).
+    s = np.asarray(float_array(sigmas, "sigmas", ndim=1), np.float64)
+    if not isinstance(sigmas, jax.Array):
+        s = np.asarray(sigmas, np.float64).reshape(s.shape)
+    g = np.asarray(values, np.float64)
+    if g.ndim != 1:
+        raise ValueError(f"values: expected rank 1, got shape {list(g.shape)}")
+    if g.shape != s.shape:
+        raise ValueError(f"values: expected shape [{s.shape[0]}] like sigmas, "
+                         f"got [{g.shape[0]}]")
+    if not np.all(s > 0):
+        raise ValueError(f"sigmas: expected values > 0, got min {float(np.min(s))!r}")
+    if np.all(np.isnan(g)):
+        raise ValueError("values: expected at least one value that is not NaN")
+    if refine and not (np.all(np.diff(s) > 0) or np.all(np.diff(s) < 0)):
+        raise ValueError("sigmas: expected strictly monotonic values")
+    k = int(np.nanargmax(g))
+    found = _vertex(s, g, k) if refine else float(s[k])
+    return (found, float(g[k]), k) if return_index else (found, float(g[k]))
+
+
+def _vertex(s, g, k) -> float:
+    """The parabola vertex of :func:`curve_peak` (float64 NumPy)."""
+    if k == 0 or k == s.shape[0] - 1:
+        return float(s[k])
+    u = np.log(s)
+    # Local coordinate x along the index direction: x = -hm at k-1, 0 at k, +hp at k+1.
+    hm, hp = abs(u[k] - u[k - 1]), abs(u[k + 1] - u[k])
+    dm, dp = g[k - 1] - g[k], g[k + 1] - g[k]  # both <= 0 at the argmax
+    c = (dp / hp + dm / hm) / (hp + hm)
+    if not c < 0:  # collinear (flat) points, or a NaN neighbour: no interior vertex
+        return float(s[k])
+    b = (dp / hp - dm / hm - c * (hp - hm)) / 2.0
+    x = min(max(-b / (2.0 * c), -hm), hp)
+    return float(np.exp(u[k] + np.sign(u[k + 1] - u[k]) * x))
 
 
 class GapCurve(NamedTuple):
@@ -201,8 +213,12 @@ class GapCurve(NamedTuple):
 
     @property
     def peak_sigma(self) -> float:
-        """The sigma where the gap is largest."""
-        return float(np.asarray(self.sigmas)[int(np.argmax(np.asarray(self.gap)))])
+        """The grid sigma where the gap is largest (``self.peak()[0]``)."""
+        return self.peak()[0]
+
+    def peak(self, *, refine: bool = False) -> tuple[float, float]:
+        """``(sigma, gap)`` at the gap's peak: :func:`curve_peak` of this curve."""
+        return curve_peak(self.sigmas, self.gap, refine=refine)
 
     def to_dict(self) -> dict:
         """Plain lists, ready for ``json.dump``."""
@@ -230,32 +246,42 @@ def _mean_se(losses):
     return mean, se
 
 
-def gap_curve(denoiser, train, val, sigmas, key, *, num_noise: int = 1,
-              batch_size: int | None = None, mesh: Mesh | None = None) -> GapCurve:
+@key_first(4)
+def gap_curve(key, denoiser, train, val, sigmas, *, train_cond=None, val_cond=None,
+              num_noise: int = 1, batch_size: int | None = None,
+              mesh: Mesh | None = None) -> GapCurve:
     r"""Generalization-gap curve ``L_val(sigma) - L_train(sigma)`` with standard errors.
 
     Args:
-      denoiser: any ``D(x, sigma)`` (typically fit on ``train``).
+      key: PRNG key, split once into a train and a validation key.
+      denoiser: any ``D(x, sigma)`` (typically fit on ``train``), or ``D(x, sigma, cond)``.
       train: ``[n_train, d]`` training examples.
       val: ``[n_val, d]`` held-out examples.
       sigmas: ``[K]`` noise levels.
-      key: PRNG key, split once into a train and a validation key.
+      train_cond, val_cond: ``[n_train]``, ``[n_val]`` condition ids for a conditional
+        denoiser (both or neither).
       num_noise, batch_size, mesh: as in :func:`per_example_loss`.
 
     Returns:
       :class:`GapCurve`.
 
     Example:
+      >>> import jax
+      >>> from jaxgap import data, noise
+      >>> from jaxgap.denoisers import EmpiricalDenoiser
       >>> ds = data.load("digits")
-      >>> curve = gap_curve(EmpiricalDenoiser(ds.train), ds.train, ds.val,
-      ...                   noise.log_sigmas(32, 0.002, 80.0), jax.random.PRNGKey(0))
-      >>> curve.peak_sigma
+      >>> curve = gap_curve(jax.random.key(0), EmpiricalDenoiser(ds.train), ds.train, ds.val,
+      ...                   noise.log_sigmas(8, 0.01, 10.0))
+      >>> float(curve.train[0]) < 1e-6  # the optimal denoiser memorizes its training set
+      True
     """
-    k_train, k_val = jax.random.split(key)
-    lt = per_example_loss(denoiser, train, sigmas, k_train, num_noise=num_noise,
-                          batch_size=batch_size, mesh=mesh)
-    lv = per_example_loss(denoiser, val, sigmas, k_val, num_noise=num_noise,
-                          batch_size=batch_size, mesh=mesh)
+    if (train_cond is None) != (val_cond is None):
+        missing = "val_cond" if val_cond is None else "train_cond"
+        raise ValueError(f"{missing}: expected condition ids for both sets or neither, got None")
+    k_train, k_val = jax.random.split(prng_key(key))
+    opts = dict(num_noise=num_noise, batch_size=batch_size, mesh=mesh)
+    lt = per_example_loss(k_train, denoiser, train, sigmas, cond=train_cond, **opts)
+    lv = per_example_loss(k_val, denoiser, val, sigmas, cond=val_cond, **opts)
     t, t_se = _mean_se(lt)
     v, v_se = _mean_se(lv)
     return GapCurve(jnp.asarray(sigmas), t, v, v - t, t_se, v_se, jnp.sqrt(t_se**2 + v_se**2))

@@ -210,7 +210,7 @@ def main(argv=None) -> int:
         ds = datasets[name].with_train_size(n)
         den = EmpiricalDenoiser(ds.train)
         t0 = time.perf_counter()
-        curve = gap_curve(den, ds.train, ds.val, sigmas, key, num_noise=args.num_noise,
+        curve = gap_curve(key, den, ds.train, ds.val, sigmas, num_noise=args.num_noise,
                           mesh=mesh)
         curve = GapCurve(*(to_host(f) for f in curve))  # waits for the result
         seconds = time.perf_counter() - t0

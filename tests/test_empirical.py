@@ -250,7 +250,7 @@ def test_gmm_with_vanishing_covariances_equals_empirical(sigma):
 def test_two_level_top_k_equals_lax_top_k():
     from jax import lax
 
-    from jaxgap.denoisers._kernel import _top_k
+    from jaxgap._exact import top_k as _top_k
 
     rng = np.random.default_rng(8)
     logits = jnp.asarray(rng.standard_normal((7, 256)), jnp.float32)

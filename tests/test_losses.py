@@ -41,7 +41,7 @@ def test_gaussian_loss_matches_closed_form_mmse():
     ds = data.load("gaussian", num_train=10, num_val=3000, dim=16, seed=1)
     den = GaussianDenoiser(ds.truth.means[0], ds.truth.covs[0])
     sigmas = noise.log_sigmas(32, 0.002, 80.0)
-    losses = per_example_loss(den, ds.val, sigmas, jax.random.PRNGKey(0))  # n = 3000
+    losses = per_example_loss(jax.random.PRNGKey(0), den, ds.val, sigmas)  # n = 3000
     mean = np.asarray(losses).mean(1)
     se = np.asarray(losses).std(1, ddof=1) / np.sqrt(losses.shape[1])
     z = (mean - np.asarray(den.mmse(sigmas))) / se
@@ -54,8 +54,8 @@ def test_common_random_numbers_and_batch_independence():
     sigmas = jnp.array([0.5, 2.0])
     key = jax.random.PRNGKey(3)
     ident = Identity()
-    a = per_example_loss(ident, x, sigmas, key, num_noise=3, batch_size=4)
-    b = per_example_loss(ident, x, sigmas, key, num_noise=3, batch_size=23)
+    a = per_example_loss(key, ident, x, sigmas, num_noise=3, batch_size=4)
+    b = per_example_loss(key, ident, x, sigmas, num_noise=3, batch_size=23)
     np.testing.assert_allclose(a, b, rtol=1e-6)
     # The noise is normal(fold_in^3(key, i, k, r)): rebuild the loss by hand.
     manual = np.zeros((2, 23))
@@ -66,7 +66,7 @@ def test_common_random_numbers_and_batch_independence():
     np.testing.assert_allclose(a, manual, rtol=1e-5)
     # A different denoiser with the same key sees the same noise: D = 0 gives |x0|^2 / d.
     zero = EmpiricalDenoiser(np.zeros((1, 5), np.float32))
-    np.testing.assert_allclose(per_example_loss(zero, x, sigmas, key),
+    np.testing.assert_allclose(per_example_loss(key, zero, x, sigmas),
                                np.broadcast_to((x**2).mean(1), (2, 23)), rtol=1e-5)
 
 
@@ -75,10 +75,10 @@ def test_new_grid_of_same_length_does_not_recompile():
     ident = Identity(traces)
     x = np.ones((10, 3), np.float32)
     key = jax.random.PRNGKey(0)
-    per_example_loss(ident, x, jnp.array([0.1, 1.0, 3.0]), key)
-    per_example_loss(ident, x, jnp.array([0.2, 2.0, 5.0]), key)
+    per_example_loss(key, ident, x, jnp.array([0.1, 1.0, 3.0]))
+    per_example_loss(key, ident, x, jnp.array([0.2, 2.0, 5.0]))
     assert len(traces) == 1
-    per_example_loss(ident, x, jnp.array([0.2, 2.0]), key)
+    per_example_loss(key, ident, x, jnp.array([0.2, 2.0]))
     assert len(traces) == 2
 
 
@@ -88,8 +88,8 @@ def digits_curve():
     sigmas = noise.log_sigmas(32, 0.002, 80.0)
     # 8 noise draws: with 1 draw, Monte Carlo noise (gap SE ~0.0026 at sigma ~0.5) lifts
     # single grid points above the plateau by ~2%; with 8 the curve is flat to 0.1%.
-    curve = gap_curve(EmpiricalDenoiser(ds.train), ds.train, ds.val, sigmas,
-                      jax.random.PRNGKey(0), num_noise=8)
+    curve = gap_curve(jax.random.PRNGKey(0), EmpiricalDenoiser(ds.train), ds.train, ds.val,
+                      sigmas, num_noise=8)
     return ds, curve
 
 
@@ -126,10 +126,10 @@ def test_optimal_loss_identity_cross_check():
     den = EmpiricalDenoiser(y)
     sigmas = jnp.array([0.3, 1.0, 3.0])
     key = jax.random.PRNGKey(5)
-    losses = per_example_loss(den, y, sigmas, key, num_noise=8)
+    losses = per_example_loss(key, den, y, sigmas, num_noise=8)
     direct = np.asarray(losses).mean(1)
     se = np.asarray(losses).std(1, ddof=1) / np.sqrt(200)
-    ident = np.asarray(optimal_loss_identity(den, y, sigmas, key, num_noise=8))
+    ident = np.asarray(optimal_loss_identity(key, den, y, sigmas, num_noise=8))
     # Different estimators of the same expectation: agree within a few standard errors.
     assert np.all(np.abs(ident - direct) < 4 * se + 1e-6), (ident, direct, se)
 
@@ -156,8 +156,8 @@ def test_denoising_loss_is_mean_of_per_example():
     den = EmpiricalDenoiser(y)
     s = jnp.array([0.2, 1.0])
     key = jax.random.PRNGKey(1)
-    np.testing.assert_allclose(denoising_loss(den, y[:9], s, key),
-                               per_example_loss(den, y[:9], s, key).mean(1), rtol=1e-6)
+    np.testing.assert_allclose(denoising_loss(key, den, y[:9], s),
+                               per_example_loss(key, den, y[:9], s).mean(1), rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -181,4 +181,4 @@ def test_bad_input(kwargs, match):
     args.update(kwargs)
     extra = {k: args.pop(k) for k in ("num_noise", "batch_size", "mesh") if k in args}
     with pytest.raises(ValueError, match=match):
-        per_example_loss(args["denoiser"], args["data"], args["sigmas"], args["key"], **extra)
+        per_example_loss(args["key"], args["denoiser"], args["data"], args["sigmas"], **extra)

@@ -1,4 +1,7 @@
-"""The one denoiser protocol: a pytree callable ``D(x, sigma) -> x_hat``.
+"""Closed-form denoisers' base classes (pytrees) and Tweedie's score and velocity.
+
+The protocol itself (``D(x, sigma)``, ``D(x, sigma, cond)``) is stated in
+:mod:`jaxgap._protocol` and exported as :class:`jaxgap.denoisers.Denoiser`.
 
 ``x`` has shape ``[..., d]``; ``sigma`` is a scalar or an array broadcastable to
 ``x.shape[:-1]``. Conventions follow EDM (Karras et al., 2022): ``x_sigma = x0 + sigma * eps``
@@ -13,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgap._checks import float_array, shape_str, sigma_array
+from jaxgap._protocol import call, check_denoiser
 
 
 class Pytree:
@@ -60,30 +64,25 @@ class Pytree:
         return f"{type(self).__name__}({', '.join(parts)})"
 
 
-def compiled(method_name: str):
-    """``jax.jit`` of ``obj.<method_name>(*args)`` with the object passed as a pytree.
-
-    Eager calls then run one compiled program per shape instead of dispatching op by op;
-    inside a caller's jit/vmap/grad the inner jit is simply inlined.
-    """
-    return jax.jit(lambda obj, *args: getattr(obj, method_name)(*args))
-
-
-class Denoiser(Pytree):
+class ClosedForm(Pytree):
     """Base class of closed-form denoisers: subclasses implement ``_denoise(x, sigma)``.
 
-    ``__call__`` validates shapes (and values, outside jit), broadcasts ``sigma`` to
-    ``x.shape[:-1]`` and calls ``_denoise`` with ``x: [..., d]`` and ``sigma: [...]``.
+    ``__call__`` checks shapes (outside jit; no value is read from a ``jax.Array``, so no
+    host sync), broadcasts ``sigma`` to ``x.shape[:-1]`` and calls ``_denoise`` with
+    ``x: [..., d]`` and ``sigma: [...]``. Subclasses decorate ``_denoise`` with
+    :func:`jaxgap._jit.jit`, so an eager call runs one compiled program per shape and
+    structure (new parameter values reuse it); inside a caller's jit it is inlined.
     """
 
     dim: int
+    conditional = False  # the protocol D(x, sigma); conditional denoisers set True
 
     def __call__(self, x, sigma):
         x, sigma = self._check_inputs(x, sigma)
         return self._denoise(x, sigma)
 
     def _check_inputs(self, x, sigma):
-        x = float_array(x, "x", min_ndim=1, dim=self.dim, allow_empty=True)
+        x = float_array(x, "x", min_ndim=1, dim=self.dim, allow_empty=True, finite="host")
         sigma = sigma_array(sigma, "sigma", x.shape[:-1], dtype=x.dtype)
         return x, sigma
 
@@ -91,37 +90,56 @@ class Denoiser(Pytree):
         raise NotImplementedError
 
 
-def score(denoiser: Any, x, sigma):
+def _evaluate(denoiser, x, sigma, cond):
+    """``(x, sigma broadcast to x.shape[:-1], D(x, sigma[, cond]))``, checked."""
+    x = jnp.asarray(x)
+    cond = check_denoiser(denoiser, cond, x.shape[:-1])
+    sig = sigma_array(sigma, "sigma", x.shape[:-1], dtype=x.dtype)
+    return x, sig, call(denoiser, x, sig, cond)
+
+
+def score(denoiser: Any, x, sigma, cond=None):
     r"""Score of the noisy distribution from a denoiser (Tweedie's formula).
 
     .. math:: \nabla_x \log p_\sigma(x) = (D(x, \sigma) - x) / \sigma^2
 
     Args:
-      denoiser: any callable obeying the protocol ``D(x, sigma)``.
+      denoiser: any callable obeying the protocol ``D(x, sigma)`` (or ``D(x, sigma, cond)``).
       x: ``[..., d]`` noisy states.
       sigma: scalar or array broadcastable to ``x.shape[:-1]``.
+      cond: condition ids broadcastable to ``x.shape[:-1]``, for a conditional denoiser.
 
     Returns:
       ``[..., d]`` score.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> score(lambda x, s: 0.0 * x, jnp.ones(2), 2.0)  # N(0, 0) data: -x / sigma^2
+      Array([-0.25, -0.25], dtype=float32)
     """
-    x = jnp.asarray(x)
-    sig = sigma_array(sigma, "sigma", x.shape[:-1], dtype=x.dtype)
-    return (denoiser(x, sig) - x) / (sig**2)[..., None]
+    x, sig, out = _evaluate(denoiser, x, sigma, cond)
+    return (out - x) / (sig**2)[..., None]
 
 
-def velocity(denoiser: Any, x, sigma):
+def velocity(denoiser: Any, x, sigma, cond=None):
     r"""Probability-flow ODE velocity ``dx/dsigma`` in the EDM convention.
 
     .. math:: \frac{dx}{d\sigma} = \frac{x - D(x, \sigma)}{\sigma}
 
     Args:
-      denoiser: any callable obeying the protocol ``D(x, sigma)``.
+      denoiser: any callable obeying the protocol ``D(x, sigma)`` (or ``D(x, sigma, cond)``).
       x: ``[..., d]`` states.
       sigma: scalar or array broadcastable to ``x.shape[:-1]``.
+      cond: condition ids broadcastable to ``x.shape[:-1]``, for a conditional denoiser.
 
     Returns:
       ``[..., d]`` velocity.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> velocity(lambda x, s: 0.0 * x, jnp.ones(2), 2.0)
+      Array([0.5, 0.5], dtype=float32)
     """
-    x = jnp.asarray(x)
-    sig = sigma_array(sigma, "sigma", x.shape[:-1], dtype=x.dtype)
-    return (x - denoiser(x, sig)) / sig[..., None]
+    x, sig, out = _evaluate(denoiser, x, sigma, cond)
+    return (x - out) / sig[..., None]
+

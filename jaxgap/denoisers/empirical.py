@@ -7,11 +7,43 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgap._checks import float_array, positive_int
+from jaxgap._exact import exact_sq_dist_diff
+from jaxgap._jit import jit
 from jaxgap.denoisers import _kernel
-from jaxgap.denoisers._base import Denoiser, compiled
+from jaxgap.denoisers._base import ClosedForm
 
 
-class EmpiricalDenoiser(Denoiser):
+class _Streaming(ClosedForm):
+    """The empirical denoisers' common part: the posterior mean and summaries of a
+    streaming kernel; subclasses implement ``_posterior(x, var)`` (``var = sigma^2``)."""
+
+    @jit
+    def _denoise(self, x, sigma):
+        if x.size == 0:
+            return x
+        return self._posterior(x, sigma * sigma).mean
+
+    def posterior_stats(self, x, sigma) -> _kernel.Posterior:
+        """Posterior mean and summaries without materialising the ``[..., N]`` weights.
+
+        Args:
+          x: ``[..., d]`` noisy queries.
+          sigma: scalar or array broadcastable to ``x.shape[:-1]``.
+
+        Returns:
+          :class:`~jaxgap.denoisers._kernel.Posterior` with ``mean [..., d]``,
+          ``log_normalizer``, ``max_weight``, ``sum_sq_weights`` (each ``[...]``) and
+          ``nearest`` (an index into ``train``).
+        """
+        x, sigma = self._check_inputs(x, sigma)
+        return self._posterior(x, sigma * sigma)
+
+    def effective_count(self, x, sigma):
+        """Effective number of contributing training points ``1 / sum_i w_i^2``, ``[...]``."""
+        return 1.0 / self.posterior_stats(x, sigma).sum_sq_weights
+
+
+class EmpiricalDenoiser(_Streaming):
     r"""Optimal (posterior-mean) denoiser of the training set's empirical distribution.
 
     .. math::
@@ -65,39 +97,15 @@ class EmpiricalDenoiser(Denoiser):
     def num_points(self) -> int:
         return int(self.train.shape[0])
 
+    @jit
     def _posterior(self, x, var) -> _kernel.Posterior:
-        return _empirical_posterior(self, x, var)
-
-    def _posterior_impl(self, x, var) -> _kernel.Posterior:
+        """The kernel's posterior for ``x [..., d]`` at variances ``var [...]``."""
         batch = x.shape[:-1]
         out = _kernel.posterior(
             x.reshape(-1, self.dim), var.reshape(-1), self.train, self.center, self.half_sq_norms,
             chunk_size=self.chunk_size, query_block=self.query_block, num_exact=self.num_exact)
         return _kernel.Posterior(
             out.mean.reshape(batch + (self.dim,)), *(t.reshape(batch) for t in out[1:]))
-
-    def _denoise(self, x, sigma):
-        if x.size == 0:
-            return x
-        return self._posterior(x, sigma * sigma).mean
-
-    def posterior_stats(self, x, sigma) -> _kernel.Posterior:
-        """Posterior mean and summaries without materialising the ``[..., N]`` weights.
-
-        Args:
-          x: ``[..., d]`` noisy queries.
-          sigma: scalar or array broadcastable to ``x.shape[:-1]``.
-
-        Returns:
-          :class:`~jaxgap.denoisers._kernel.Posterior` with ``mean [..., d]``,
-          ``log_normalizer``, ``max_weight`` and ``sum_sq_weights`` (each ``[...]``).
-        """
-        x, sigma = self._check_inputs(x, sigma)
-        return self._posterior(x, sigma * sigma)
-
-    def effective_count(self, x, sigma):
-        """Effective number of contributing training points ``1 / sum_i w_i^2``, ``[...]``."""
-        return 1.0 / self.posterior_stats(x, sigma).sum_sq_weights
 
     def weights(self, x, sigma):
         r"""Posterior weights over the training set, ``[..., N]`` (materialised: small N).
@@ -106,23 +114,24 @@ class EmpiricalDenoiser(Denoiser):
         ``|x - y_i|^2 - |x - y_r|^2 = (y_i - y_r) . (y_i + y_r - 2x)``.
         """
         x, sigma = self._check_inputs(x, sigma)
+        return self._weights(x, sigma)
+
+    @jit
+    def _weights(self, x, sigma):
         batch = x.shape[:-1]
         xf = x.reshape(-1, self.dim)
         var = (sigma * sigma).reshape(-1)
         y = self.train
         approx = jnp.dot(xf - self.center[None, :], y.T) - self.half_sq_norms[None, :]
         nearest = jnp.argmax(approx, axis=1)
-        shift = _kernel.exact_sq_dist_diff(xf[:, None, :], y[None, :, :], y[nearest][:, None, :])
+        shift = exact_sq_dist_diff(xf[:, None, :], y[None, :, :], y[nearest][:, None, :])
         logits = -0.5 * shift / var[:, None]
         w = jnp.exp(logits - jnp.max(logits, axis=1, keepdims=True))
         w = w / jnp.sum(w, axis=1, keepdims=True)
         return w.reshape(batch + (self.num_points,))
 
 
-_empirical_posterior = compiled("_posterior_impl")
-
-
-class ShardedEmpiricalDenoiser(Denoiser):
+class ShardedEmpiricalDenoiser(_Streaming):
     r"""The empirical optimal denoiser with its training points spread over devices.
 
     For training sets too large for one device: the points are split into contiguous,
@@ -180,17 +189,9 @@ class ShardedEmpiricalDenoiser(Denoiser):
         self.center = jax.device_put(self.center, NamedSharding(mesh, P()))
         self.dim, self.num_points, self.mesh = int(d), int(n), mesh
 
-    def _denoise(self, x, sigma):
-        if x.size == 0:
-            return x
-        return _sharded_posterior(self, x, sigma * sigma).mean
-
-    def posterior_stats(self, x, sigma) -> _kernel.Posterior:
-        """As :meth:`EmpiricalDenoiser.posterior_stats` (``nearest`` indexes ``train``)."""
-        x, sigma = self._check_inputs(x, sigma)
-        return _sharded_posterior(self, x, sigma * sigma)
-
-    def _posterior_impl(self, x, var) -> _kernel.Posterior:
+    @jit
+    def _posterior(self, x, var) -> _kernel.Posterior:
+        """The merged posterior of the shards for ``x [..., d]`` at variances ``var [...]``."""
         from jax.sharding import PartitionSpec as P
 
         batch = x.shape[:-1]
@@ -211,6 +212,3 @@ class ShardedEmpiricalDenoiser(Denoiser):
             self.train, self.half_sq_norms, self.index, xf, vf, self.center)
         return _kernel.Posterior(
             out.mean.reshape(batch + (self.dim,)), *(t.reshape(batch) for t in out[1:]))
-
-
-_sharded_posterior = compiled("_posterior_impl")

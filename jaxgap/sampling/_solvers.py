@@ -1,51 +1,10 @@
-r"""Samplers of the probability-flow ODE and EDM's stochastic sampler, for any denoiser.
-
-EDM convention (Karras et al., 2022): a state at noise level :math:`\sigma` is
-``x_sigma = x0 + sigma * eps``, and the probability-flow ODE that carries the noisy
-distributions :math:`p_\sigma` into each other is
-
-.. math:: \frac{dx}{d\sigma} = \frac{x - D(x, \sigma)}{\sigma}
-    = -\sigma\, \nabla_x \log p_\sigma(x),
-
-or, in :math:`\log\sigma` (better conditioned: the right-hand side stays of order ``|x|``),
-
-.. math:: \frac{dx}{d\log\sigma} = x - D(x, \sigma).
-
-Entry points:
-
-- :func:`euler`, :func:`heun`: fixed-step solvers of the ODE over an explicit schedule
-  ``sigmas [S+1]`` (EDM Algorithm 1; Heun's last step to an exact 0 is an Euler step).
-- :func:`edm_stochastic`: EDM Algorithm 2 (Heun with "churn": noise is added before each
-  step); with ``s_churn=0`` it equals :func:`heun` exactly.
-- :func:`reference_solve`: an error-controlled solution of the same ODE with diffrax, the
-  reference against which fixed-step samplers are measured.
-- :func:`sample`: draw ``num`` samples from ``N(0, sigma_max^2 I)`` and integrate them over
-  EDM's schedule (:func:`jaxgap.noise.karras_sigmas` plus a final 0), jit-compiled once per
-  ``(num, dim, method, num_steps)``.
-
-Every solver takes any pytree callable ``D(x, sigma)`` obeying jaxgap's protocol; the
-denoiser is called with ``x: [..., d]`` and a scalar ``sigma``. Randomness is per sample:
-sample ``i`` uses keys derived from ``fold_in(key, i)`` only, so results do not depend on the
-number of samples or the batch size.
-
-Validation happens at the public boundary, outside jit; a failed check raises ``ValueError``
-with the message ``"<argument>: expected ..., got ..."``. Inside a caller's ``jit`` the value
-checks of traced arguments are skipped (shapes are still checked).
-
-References:
-  T. Karras, M. Aittala, T. Aila, S. Laine. Elucidating the Design Space of Diffusion-Based
-  Generative Models. NeurIPS 2022 (arXiv:2206.00364), Algorithms 1 and 2, Eq. (4)-(5).
-  Y. Song, J. Sohl-Dickstein, D. P. Kingma, A. Kumar, S. Ermon, B. Poole. Score-Based
-  Generative Modeling through Stochastic Differential Equations. ICLR 2021 (probability flow).
-  P. Kidger. On Neural Differential Equations. PhD thesis, 2021 (diffrax).
-"""
+"""Fixed-step solvers (EDM Algorithms 1 and 2) and :func:`sample`: see :mod:`jaxgap.sampling`."""
 
 from __future__ import annotations
 
 import math
 from typing import NamedTuple
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,28 +19,15 @@ from jaxgap._checks import (
     prng_key,
     shape_str,
 )
+from jaxgap._jit import jit
+from jaxgap._protocol import bind, check_denoiser
 
-__all__ = [
-    "METHODS",
-    "Trajectory",
-    "edm_stochastic",
-    "euler",
-    "heun",
-    "reference_solve",
-    "sample",
-]
+__all__ = ["METHODS", "Trajectory", "edm_stochastic", "euler", "heun", "sample"]
 
 METHODS = ("heun", "euler", "edm")
 """Names accepted by :func:`sample`'s ``method``."""
 
 _SQRT2_M1 = math.sqrt(2.0) - 1.0  # EDM's cap on gamma_i: the churned sigma is at most sqrt(2) t_i
-
-_SOLVERS = {
-    "tsit5": diffrax.Tsit5,
-    "dopri5": diffrax.Dopri5,
-    "dopri8": diffrax.Dopri8,
-    "bosh3": diffrax.Bosh3,
-}
 
 
 class Trajectory(NamedTuple):
@@ -106,55 +52,6 @@ class Trajectory(NamedTuple):
     x: Float[Array, "S1 *batch d"]
     denoised: Float[Array, "S *batch d"]
     sigma_hat: Float[Array, " S"]
-
-
-# ------------------------------------------------------------------------------------------
-# The denoiser as a jit argument: array leaves traced, everything else static
-# ------------------------------------------------------------------------------------------
-
-def _is_array(leaf) -> bool:
-    return isinstance(leaf, (jax.Array, np.ndarray, np.generic))
-
-
-class _Static:
-    """The non-array part of a denoiser pytree: its treedef and its non-array leaves.
-
-    Hashable (for ``jax.jit``'s static arguments), so a plain function denoiser, a closed-form
-    denoiser or an ``nnx`` module all compile once per structure and re-use the program for
-    new parameter values.
-    """
-
-    def __init__(self, treedef, leaves):
-        self.treedef = treedef
-        self.leaves = leaves
-
-    def _key(self):
-        return (self.treedef, tuple((type(v), v) for v in self.leaves))
-
-    def __hash__(self):
-        return hash(self._key())
-
-    def __eq__(self, other):
-        return isinstance(other, _Static) and self._key() == other._key()
-
-    def merge(self, dynamic):
-        leaves = [d if s is None else s for d, s in zip(dynamic, self.leaves, strict=True)]
-        return jax.tree_util.tree_unflatten(self.treedef, leaves)
-
-
-def _partition(denoiser) -> tuple[list, _Static]:
-    leaves, treedef = jax.tree_util.tree_flatten(denoiser)
-    dynamic = [v if _is_array(v) else None for v in leaves]
-    static = _Static(treedef, tuple(None if _is_array(v) else v for v in leaves))
-    return dynamic, static
-
-
-def _hashable(static: _Static) -> bool:
-    try:
-        hash(static)
-    except TypeError:
-        return False
-    return True
 
 
 # ------------------------------------------------------------------------------------------
@@ -199,13 +96,15 @@ def _churn_noise(key, step, index, shape, dtype):
 
 
 def _solve(denoiser, x_init, sigmas, *, method: str, return_trajectory: bool,
-           key=None, index=None, churn=None):
+           key=None, index=None, churn=None, cond=None):
     """``lax.scan`` of one method over the ``(sigma_cur, sigma_next)`` pairs of ``sigmas``.
 
     ``method`` is ``"euler"``, ``"heun"`` or ``"edm"``; for ``"edm"``, ``key`` (the churn
     key), ``index`` (global sample indices, ``x_init.shape[:-1]``) and
-    ``churn = (s_churn, s_min, s_max, s_noise)`` are used.
+    ``churn = (s_churn, s_min, s_max, s_noise)`` are used. ``cond`` (condition ids
+    broadcastable to ``x_init.shape[:-1]``) is passed to a conditional denoiser.
     """
+    denoiser = bind(denoiser, cond)
     num_steps = sigmas.shape[0] - 1
     steps = (sigmas[:-1], sigmas[1:], jnp.arange(num_steps))
 
@@ -246,44 +145,23 @@ def _solve(denoiser, x_init, sigmas, *, method: str, return_trajectory: bool,
     return Trajectory(sigma=sigmas, x=x, denoised=denoised, sigma_hat=sigma_hat)
 
 
-def _solve_split(dynamic, static, x_init, sigmas, key, index, churn, *, method,
-                 return_trajectory):
-    return _solve(static.merge(dynamic), x_init, sigmas, method=method,
-                  return_trajectory=return_trajectory, key=key, index=index, churn=churn)
-
-
-_solve_jit = jax.jit(_solve_split, static_argnames=("static", "method", "return_trajectory"))
-
-
-def _run(denoiser, x_init, sigmas, *, method, return_trajectory, key=None, index=None,
-         churn=None):
-    """Compiled :func:`_solve` (the denoiser's array leaves traced, the rest static)."""
-    dynamic, static = _partition(denoiser)
-    if not _hashable(static):  # an unhashable non-array leaf: run uncompiled (still correct)
-        return _solve(denoiser, x_init, sigmas, method=method,
-                      return_trajectory=return_trajectory, key=key, index=index, churn=churn)
-    return _solve_jit(dynamic, static, x_init, sigmas, key, index, churn, method=method,
-                      return_trajectory=return_trajectory)
+_run = jit(_solve)
+"""The compiled :func:`_solve`: the one jit boundary of the fixed-step solvers."""
 
 
 # ------------------------------------------------------------------------------------------
 # Validation (public boundary, outside jit)
 # ------------------------------------------------------------------------------------------
 
-def _check_denoiser(denoiser):
-    if not callable(denoiser):
-        raise ValueError(
-            f"denoiser: expected a callable D(x, sigma), got {type(denoiser).__name__}")
-    return getattr(denoiser, "dim", None)
-
-
-def _check_x(x_init, denoiser):
-    dim = _check_denoiser(denoiser)
+def _check_x(x_init, denoiser, cond):
+    """``x_init [..., d]`` checked against the denoiser; returns ``(x, cond)``."""
     x = float_array(x_init, "x_init", min_ndim=1)
+    cond = check_denoiser(denoiser, cond, x.shape[:-1])
+    dim = getattr(denoiser, "dim", None)
     if dim is not None and x.shape[-1] != dim:
         raise ValueError(f"x_init: expected last dimension d = {dim} (the denoiser's dim), "
                          f"got shape {shape_str(x.shape)}")
-    return x
+    return x, cond
 
 
 def _check_sigmas(sigmas, dtype):
@@ -335,7 +213,7 @@ def _sample_index(batch_shape):
 # ------------------------------------------------------------------------------------------
 
 def euler(denoiser, x_init: Float[ArrayLike, "*batch d"], sigmas: Float[ArrayLike, " S1"], *,
-          return_trajectory: bool = False):
+          cond=None, return_trajectory: bool = False):
     r"""Euler's method for the probability-flow ODE over an explicit schedule.
 
     .. math::
@@ -349,6 +227,8 @@ def euler(denoiser, x_init: Float[ArrayLike, "*batch d"], sigmas: Float[ArrayLik
       denoiser: any pytree callable ``D(x, sigma)`` (called with ``x: [..., d]`` and a scalar
         ``sigma``); its ``dim`` attribute, when present, must equal ``d``.
       x_init: ``[..., d]`` states at ``sigmas[0]`` (any batch shape).
+      cond: condition ids broadcastable to ``x_init.shape[:-1]``, for a conditional
+        denoiser ``D(x, sigma, cond)``.
       sigmas: ``[S+1]`` strictly decreasing noise levels, positive and finite, the last
         optionally an exact 0; ``S >= 1`` steps.
       return_trajectory: return a :class:`Trajectory` instead of the end state.
@@ -362,18 +242,22 @@ def euler(denoiser, x_init: Float[ArrayLike, "*batch d"], sigmas: Float[ArrayLik
       ValueError: naming ``denoiser``, ``x_init`` or ``sigmas``.
 
     Example:
-      >>> x = euler(D, x_init, jnp.geomspace(80.0, 0.002, 256))  # doctest: +SKIP
+      >>> import jax.numpy as jnp
+      >>> D = lambda x, s: 0.5 * x  # any callable D(x, sigma)
+      >>> euler(D, jnp.ones((3, 2)), jnp.array([2.0, 1.0])).tolist()  # x + (1 - 2)(x - D)/2
+      [[0.75, 0.75], [0.75, 0.75], [0.75, 0.75]]
 
     References:
       Karras et al. (2022), Algorithm 1 without its second-order correction (lines 6-8).
     """
-    x = _check_x(x_init, denoiser)
+    x, cond = _check_x(x_init, denoiser, cond)
     sigmas = _check_sigmas(sigmas, x.dtype)
-    return _run(denoiser, x, sigmas, method="euler", return_trajectory=bool(return_trajectory))
+    return _run(denoiser, x, sigmas, method="euler", return_trajectory=bool(return_trajectory),
+                cond=cond)
 
 
 def heun(denoiser, x_init: Float[ArrayLike, "*batch d"], sigmas: Float[ArrayLike, " S1"], *,
-         return_trajectory: bool = False):
+         cond=None, return_trajectory: bool = False):
     r"""Heun's second-order method for the probability-flow ODE (EDM Algorithm 1).
 
     .. math::
@@ -392,6 +276,8 @@ def heun(denoiser, x_init: Float[ArrayLike, "*batch d"], sigmas: Float[ArrayLike
       x_init: ``[..., d]`` states at ``sigmas[0]``.
       sigmas: ``[S+1]`` strictly decreasing noise levels, positive and finite, the last
         optionally an exact 0 (as EDM appends).
+      cond: condition ids broadcastable to ``x_init.shape[:-1]``, for a conditional
+        denoiser.
       return_trajectory: return a :class:`Trajectory` instead of the end state.
 
     Returns:
@@ -403,21 +289,27 @@ def heun(denoiser, x_init: Float[ArrayLike, "*batch d"], sigmas: Float[ArrayLike
       ValueError: naming ``denoiser``, ``x_init`` or ``sigmas``.
 
     Example:
-      >>> sigmas = jnp.append(noise.karras_sigmas(18), 0.0)  # doctest: +SKIP
-      >>> x0 = heun(D, 80.0 * jax.random.normal(key, (16, d)), sigmas)  # doctest: +SKIP
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxgap import noise
+      >>> D = lambda x, s: x / (1.0 + s**2)  # the optimal denoiser of N(0, I)
+      >>> sigmas = jnp.append(noise.karras_sigmas(18), 0.0)
+      >>> x0 = heun(D, 80.0 * jax.random.normal(jax.random.key(0), (16, 2)), sigmas)
+      >>> x0.shape
+      (16, 2)
 
     References:
       Karras et al. (2022), Algorithm 1 ("Deterministic sampling using Heun's 2nd order
       method with arbitrary sigma(t) and s(t)"), with sigma(t) = t and s(t) = 1.
     """
-    x = _check_x(x_init, denoiser)
+    x, cond = _check_x(x_init, denoiser, cond)
     sigmas = _check_sigmas(sigmas, x.dtype)
-    return _run(denoiser, x, sigmas, method="heun", return_trajectory=bool(return_trajectory))
+    return _run(denoiser, x, sigmas, method="heun", return_trajectory=bool(return_trajectory),
+                cond=cond)
 
 
 def edm_stochastic(key: PRNGKeyArray, denoiser, x_init: Float[ArrayLike, "*batch d"],
                    sigmas: Float[ArrayLike, " S1"], *, s_churn: float = 0.0, s_min: float = 0.0,
-                   s_max: float = math.inf, s_noise: float = 1.0,
+                   s_max: float = math.inf, s_noise: float = 1.0, cond=None,
                    return_trajectory: bool = False):
     r"""EDM's stochastic sampler (Algorithm 2): Heun steps with churn noise added first.
 
@@ -449,6 +341,8 @@ def edm_stochastic(key: PRNGKeyArray, denoiser, x_init: Float[ArrayLike, "*batch
       s_min: :math:`S_\mathrm{tmin} \ge 0`, churn only where ``t_i >= s_min``.
       s_max: :math:`S_\mathrm{tmax}`, churn only where ``t_i <= s_max`` (may be ``inf``).
       s_noise: :math:`S_\mathrm{noise} \ge 0`, the scale of the added noise (EDM: 1.0-1.007).
+      cond: condition ids broadcastable to ``x_init.shape[:-1]``, for a conditional
+        denoiser.
       return_trajectory: return a :class:`Trajectory` instead of the end state.
 
     Returns:
@@ -464,134 +358,11 @@ def edm_stochastic(key: PRNGKeyArray, denoiser, x_init: Float[ArrayLike, "*batch
       s(t) = 1") and Table 5 (S_churn, S_tmin, S_tmax, S_noise).
     """
     key = prng_key(key)
-    x = _check_x(x_init, denoiser)
+    x, cond = _check_x(x_init, denoiser, cond)
     sigmas = _check_sigmas(sigmas, x.dtype)
     churn = _check_churn(s_churn, s_min, s_max, s_noise, x.dtype)
     return _run(denoiser, x, sigmas, method="edm", return_trajectory=bool(return_trajectory),
-                key=key, index=_sample_index(x.shape[:-1]), churn=churn)
-
-
-# ------------------------------------------------------------------------------------------
-# Error-controlled reference solution (diffrax)
-# ------------------------------------------------------------------------------------------
-
-def _field_log_sigma(t, y, denoiser):
-    """``dx/dlog(sigma) = x - D(x, sigma)`` at ``t = log(sigma)``."""
-    return y - denoiser(y, jnp.exp(t))
-
-
-def _field_sigma(t, y, denoiser):
-    """``dx/dsigma = (x - D(x, sigma)) / sigma`` at ``t = sigma``."""
-    return (y - denoiser(y, t)) / t
-
-
-def _check_level(value, name):
-    if not is_concrete(value):
-        if np.ndim(value) != 0:
-            raise ValueError(f"{name}: expected a scalar, got shape {shape_str(np.shape(value))}")
-        return value
-    return positive_float(value, name)
-
-
-def reference_solve(denoiser, x_init: Float[ArrayLike, "*batch d"], sigma_start: float,
-                    sigma_end: float, *, save_sigmas: Float[ArrayLike, " K"] | None = None,
-                    rtol: float = 1e-8, atol: float = 1e-8,
-                    solver: str | diffrax.AbstractAdaptiveSolver = "tsit5",
-                    variable: str = "log_sigma", max_steps: int = 16_384):
-    r"""Error-controlled solution of the probability-flow ODE with diffrax.
-
-    Integrates from ``sigma_start`` down to ``sigma_end > 0`` with an adaptive Runge-Kutta
-    solver and a PID step-size controller (``diffrax.diffeqsolve``). By default the variable
-    of integration is :math:`t = \log\sigma`:
-
-    .. math:: \frac{dx}{d\log\sigma} = x - D(x, \sigma),
-
-    whose right-hand side stays of the size of ``x`` at every noise level, so a tolerance
-    means the same thing across six decades of sigma; ``variable="sigma"`` integrates
-    :math:`dx/d\sigma = (x - D(x, \sigma)) / \sigma` instead. Both describe the same
-    trajectory. The error norm is diffrax's RMS over all entries of ``x_init`` (the whole
-    batch is one ODE system, so the steps serve the hardest sample).
-
-    Args:
-      denoiser: any pytree callable ``D(x, sigma)`` (called with ``x: [..., d]`` and a scalar
-        ``sigma``).
-      x_init: ``[..., d]`` states at ``sigma_start``.
-      sigma_start: noise level ``> 0`` of ``x_init``.
-      sigma_end: noise level ``0 < sigma_end < sigma_start`` to integrate to (the ODE is
-        singular at 0; finish with ``denoiser(x, sigma_end)`` if a clean sample is wanted).
-      save_sigmas: optional ``[K]`` strictly decreasing levels in
-        ``[sigma_end, sigma_start]`` at which to return the solution (dense output is not used:
-        the solver steps onto each of them).
-      rtol: relative tolerance of the controller. In float32 the result is limited by rounding
-        to a relative error of about ``1e-6`` (a few epsilons, 1.2e-7, accumulated over the
-        steps) whatever the tolerance; in float64 it follows the tolerance.
-      atol: absolute tolerance of the controller.
-      solver: ``"tsit5"`` (default), ``"dopri5"``, ``"dopri8"``, ``"bosh3"``, or a
-        ``diffrax.AbstractAdaptiveSolver`` instance.
-      variable: ``"log_sigma"`` (default) or ``"sigma"``, the variable of integration.
-      max_steps: most solver steps before diffrax raises.
-
-    Returns:
-      ``[..., d]`` the state at ``sigma_end``, or with ``save_sigmas`` the ``[K, ..., d]``
-      states at those levels.
-
-    Raises:
-      ValueError: naming the offending argument.
-      RuntimeError: (``equinox.EquinoxRuntimeError``, from diffrax) ``max_steps`` reached.
-
-    Example:
-      >>> x_ref = reference_solve(D, x_init, 80.0, 0.002, rtol=1e-8)  # doctest: +SKIP
-
-    References:
-      Karras et al. (2022), Eq. (4) and Appendix B; Tsitouras (2011), "Runge-Kutta pairs of
-      order 5(4) satisfying only the first column simplifying assumption" (Tsit5).
-    """
-    x = _check_x(x_init, denoiser)
-    dtype = x.dtype
-    sigma_start = _check_level(sigma_start, "sigma_start")
-    sigma_end = _check_level(sigma_end, "sigma_end")
-    if is_concrete(sigma_start) and is_concrete(sigma_end) and not sigma_end < sigma_start:
-        raise ValueError(f"sigma_end: expected a value < sigma_start = {sigma_start!r}, "
-                         f"got {sigma_end!r}")
-    if variable not in ("log_sigma", "sigma"):
-        raise ValueError(f"variable: expected 'log_sigma' or 'sigma', got {variable!r}")
-    if isinstance(solver, str):
-        if solver not in _SOLVERS:
-            raise ValueError(f"solver: expected one of {sorted(_SOLVERS)} or a diffrax "
-                             f"AbstractAdaptiveSolver, got {solver!r}")
-        solver = _SOLVERS[solver]()
-    elif not isinstance(solver, diffrax.AbstractAdaptiveSolver):
-        raise ValueError(f"solver: expected one of {sorted(_SOLVERS)} or a diffrax "
-                         f"AbstractAdaptiveSolver, got {type(solver).__name__}")
-    rtol = positive_float(rtol, "rtol")
-    atol = positive_float(atol, "atol")
-    max_steps = positive_int(max_steps, "max_steps")
-
-    to_t = jnp.log if variable == "log_sigma" else (lambda s: s)
-    t0 = to_t(jnp.asarray(sigma_start, dtype))
-    t1 = to_t(jnp.asarray(sigma_end, dtype))
-    if save_sigmas is None:
-        saveat = diffrax.SaveAt(t1=True)
-    else:
-        save = float_array(save_sigmas, "save_sigmas", ndim=1).astype(dtype)
-        if is_concrete(save) and is_concrete(sigma_start) and is_concrete(sigma_end):
-            v = np.asarray(save)
-            lo, hi = np.asarray(jnp.asarray(sigma_end, dtype)), np.asarray(
-                jnp.asarray(sigma_start, dtype))
-            if not np.all(np.diff(v) < 0):
-                raise ValueError("save_sigmas: expected strictly decreasing levels, "
-                                 f"got {v.tolist()}")
-            if not (np.all(v >= lo) and np.all(v <= hi)):
-                raise ValueError(f"save_sigmas: expected levels in [sigma_end, sigma_start] = "
-                                 f"[{float(lo)!r}, {float(hi)!r}], got min {float(v.min())!r}, "
-                                 f"max {float(v.max())!r}")
-        saveat = diffrax.SaveAt(ts=to_t(save))
-    field = _field_log_sigma if variable == "log_sigma" else _field_sigma
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(field), solver, t0=t0, t1=t1, dt0=None, y0=x, args=denoiser,
-        saveat=saveat, stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps)
-    return sol.ys[0] if save_sigmas is None else sol.ys
+                key=key, index=_sample_index(x.shape[:-1]), churn=churn, cond=cond)
 
 
 # ------------------------------------------------------------------------------------------
@@ -603,17 +374,18 @@ def _initial_noise(key, index, dim, dtype):
     return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (dim,), dtype))(index)
 
 
-def _sample_core(key, dynamic, static, sigmas, churn, *, num, dim, method, return_trajectory,
+@jit
+def _sample_core(key, denoiser, sigmas, churn, cond, *, num, dim, method, return_trajectory,
                  batch_size):
-    denoiser = static.merge(dynamic)
     key_init, key_churn = jax.random.split(key)
 
     def run(index):  # index [B] global sample indices
         # EDM Alg. 1/2 l.1: sample x_0 ~ N(0, t_0^2 I)
         x_init = sigmas[0] * _initial_noise(key_init, index, dim, sigmas.dtype)
+        c = None if cond is None else jnp.take(cond, index, mode="clip")
         return _solve(denoiser, x_init, sigmas, method=method,
                       return_trajectory=return_trajectory, key=key_churn, index=index,
-                      churn=churn)
+                      churn=churn, cond=c)
 
     if batch_size >= num:
         return run(jnp.arange(num, dtype=jnp.uint32))
@@ -631,15 +403,11 @@ def _sample_core(key, dynamic, static, sigmas, churn, *, num, dim, method, retur
                       sigma_hat=out.sigma_hat[0])
 
 
-_sample_jit = jax.jit(_sample_core, static_argnames=(
-    "static", "num", "dim", "method", "return_trajectory", "batch_size"))
-
-
 def sample(key: PRNGKeyArray, denoiser, num: int, dim: int, *, num_steps: int = 18,
            sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
            method: str = "heun", s_churn: float = 0.0, s_min: float = 0.0,
-           s_max: float = math.inf, s_noise: float = 1.0, return_trajectory: bool = False,
-           batch_size: int | None = None):
+           s_max: float = math.inf, s_noise: float = 1.0, cond=None,
+           return_trajectory: bool = False, batch_size: int | None = None):
     r"""Draw ``num`` samples: integrate pure noise over EDM's schedule to ``sigma = 0``.
 
     .. math::
@@ -673,6 +441,7 @@ def sample(key: PRNGKeyArray, denoiser, num: int, dim: int, *, num_steps: int = 
       method: ``"heun"`` (default), ``"euler"`` or ``"edm"`` (:func:`edm_stochastic`).
       s_churn, s_min, s_max, s_noise: churn parameters of ``method="edm"`` (see
         :func:`edm_stochastic`); ``s_churn`` must be 0 for the deterministic methods.
+      cond: ``[num]`` (or scalar) condition ids of the samples, for a conditional denoiser.
       return_trajectory: return a :class:`Trajectory` with ``x [K+1, num, dim]``.
       batch_size: samples per batch (``lax.map`` over batches bounds memory); ``None`` runs
         all ``num`` at once.
@@ -685,14 +454,20 @@ def sample(key: PRNGKeyArray, denoiser, num: int, dim: int, *, num_steps: int = 
       ValueError: naming the argument (``num``, ``dim``, ``method``, ``batch_size``, ...).
 
     Example:
-      >>> x = sample(jax.random.PRNGKey(0), GaussianDenoiser(mu, C), 1000, 2)  # doctest: +SKIP
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxgap.denoisers import GaussianDenoiser
+      >>> x = sample(jax.random.PRNGKey(0), GaussianDenoiser(jnp.zeros(2), jnp.eye(2)), 1000, 2)
+      >>> bool(abs(float(x.std()) - 1.0) < 0.1)  # samples of N(0, I)
+      True
 
     References:
       Karras et al. (2022), Algorithms 1 and 2, Eq. (5) and Table 1 (EDM's schedule).
     """
     key = prng_key(key)
-    den_dim = _check_denoiser(denoiser)
     num = positive_int(num, "num")
+    cond = check_denoiser(denoiser, cond, (num,))
+    cond = None if cond is None else jnp.broadcast_to(cond, (num,))
+    den_dim = getattr(denoiser, "dim", None)
     dim = positive_int(dim, "dim")
     if den_dim is not None and dim != den_dim:
         raise ValueError(f"dim: expected {den_dim} (the denoiser's dim), got {dim}")
@@ -708,9 +483,5 @@ def sample(key: PRNGKeyArray, denoiser, num: int, dim: int, *, num_steps: int = 
     sigmas = _noise.karras_sigmas(num_steps, sigma_min, sigma_max, rho)
     sigmas = jnp.concatenate([sigmas, jnp.zeros((1,), sigmas.dtype)]).astype(dtype)
     sigmas = _check_sigmas(sigmas, dtype)  # strictly decreasing after rounding
-    dynamic, static = _partition(denoiser)
-    kwargs = dict(num=num, dim=dim, method=method, return_trajectory=bool(return_trajectory),
-                  batch_size=batch_size)
-    if not _hashable(static):
-        return _sample_core(key, dynamic, static, sigmas, churn, **kwargs)
-    return _sample_jit(key, dynamic, static, sigmas, churn, **kwargs)
+    return _sample_core(key, denoiser, sigmas, churn, cond, num=num, dim=dim, method=method,
+                        return_trajectory=bool(return_trajectory), batch_size=batch_size)
