@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from jaxgap import data, noise
+from jaxgap.losses import curve_peak
 from jaxgap.report import theory_plots as tp
 from jaxgap.theory import evidence as ev
 from jaxgap.train import TrainConfig, load_data, read_metrics, train_and_evaluate
@@ -56,19 +57,19 @@ def main() -> None:
     times, res = {}, {}
 
     t = time.time()
-    sweep = ev.delta_sweep(ds.train, ds.val, [0.0, 0.05, 0.1, 0.2, 0.3, 0.6, 1.0], sigmas, key,
+    sweep = ev.delta_sweep(key, ds.train, ds.val, [0.0, 0.05, 0.1, 0.2, 0.3, 0.6, 1.0], sigmas,
                            num_samples=args.samples)
     times["sweep"] = time.time() - t
     res["sweep"] = sweep.to_dict()
 
     t = time.time()
-    sizes = ev.gap_vs_train_size(ds, [64, 128, 256, 512, 1024, ds.train.shape[0]], 0.3,
-                                 sigmas, key)
+    sizes = ev.gap_vs_train_size(key, ds, [64, 128, 256, 512, 1024, ds.train.shape[0]], 0.3,
+                                 sigmas)
     times["sizes"] = time.time() - t
     res["sizes"] = sizes.to_dict()
 
     t = time.time()
-    first = {d: ev.first_order_gap(ds.train, ds.val, d, sigmas, key) for d in (0.1, 0.3)}
+    first = {d: ev.first_order_gap(key, ds.train, ds.val, d, sigmas) for d in (0.1, 0.3)}
     times["first_order"] = time.time() - t
     res["first_order"] = {str(d): f.to_dict() for d, f in first.items()}
 
@@ -80,12 +81,12 @@ def main() -> None:
               "gap_se": np.asarray(row["ema_gap_se"])}
     net_ds = load_data(cfg)  # the same 128-image split the network was trained on
     t = time.time()
-    fit = ev.fit_delta(net_ds.train, net_ds.val, target, key)
+    fit = ev.fit_delta(key, net_ds.train, net_ds.val, target)
     times["fit"] = time.time() - t
     res["fit"] = {"net_step": int(row["step"]), "net_gap": target["gap"].tolist(),
                   "net_sigmas": target["sigmas"].tolist(),
-                  "net_peak": ev.curve_peak(target["sigmas"], target["gap"]),
-                  "toy_peak": ev.curve_peak(fit.curve.sigmas, fit.curve.gap),
+                  "net_peak": curve_peak(target["sigmas"], target["gap"], refine=True),
+                  "toy_peak": fit.curve.peak(refine=True),
                   **fit.to_dict()}
 
     pts = np.array([[-1.5, -1.0], [-1.2, 1.3], [0.0, 0.2], [0.4, -1.4], [1.3, 0.9],

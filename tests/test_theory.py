@@ -1,5 +1,6 @@
 """Error-prone toy models (jaxgap.theory) against float64 NumPy brute force."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,23 +75,23 @@ def test_kernel_width_error_brute_force():
 
 def test_input_noise_error_is_explicit_average(key):
     y, x = _data()
-    model = InputNoiseError(y, 0.3, key, num_draws=5)
+    model = InputNoiseError(key, y, 0.3, num_draws=5)
     assert model.eta.shape == (5, 4)
     D = EmpiricalDenoiser(y)
     eta = np.asarray(model.eta)
     want = np.mean([np.asarray(D(x + 0.3 * eta[j], 0.4)) for j in range(5)], axis=0)
     np.testing.assert_allclose(model(x, 0.4), want, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(InputNoiseError(y, 0.0, key)(x, 0.4), D(x, 0.4), atol=1e-6)
+    np.testing.assert_allclose(InputNoiseError(key, y, 0.0)(x, 0.4), D(x, 0.4), atol=1e-6)
 
 
 def test_logit_noise_error_brute_force(key):
     y, x = _data()
     for sigma, s in [(0.05, 0.5), (0.5, 1.0), (2.0, 2.0)]:
-        model = LogitNoiseError(y, s, key)
+        model = LogitNoiseError(key, y, s)
         g = np.asarray(model.g, np.float64)
         want = _weights(x, y, sigma**2, s * g[None, :]) @ y.astype(np.float64)
         np.testing.assert_allclose(model(x, sigma), want, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(LogitNoiseError(y, 0.0, key)(x, 0.3),
+    np.testing.assert_allclose(LogitNoiseError(key, y, 0.0)(x, 0.3),
                                EmpiricalDenoiser(y)(x, 0.3), atol=1e-5)
 
 
@@ -99,9 +100,11 @@ def test_with_error(key):
     D, e = EmpiricalDenoiser(y), KernelWidthError(y, 0.5)
     model = with_error(D, e, 0.25)
     np.testing.assert_allclose(model(x, 0.4), D(x, 0.4) + 0.25 * e(x, 0.4), atol=1e-6)
-    plain = with_error(D, lambda x, sigma: jnp.ones_like(x), -1.0)
-    np.testing.assert_allclose(jax.jit(lambda m, x: m(x, 0.4))(plain, x), D(x, 0.4) - 1.0,
-                               atol=1e-6)
+    plain = with_error(D, lambda x, sigma: jnp.ones_like(x), -1.0)  # a plain function
+    # A function is a static leaf: jaxgap's jit boundary (equinox.filter_jit) holds it static.
+    np.testing.assert_allclose(eqx.filter_jit(lambda m, x: m(x, 0.4))(plain, x),
+                               D(x, 0.4) - 1.0, atol=1e-6)
+    np.testing.assert_allclose(jax.jit(lambda x: plain(x, 0.4))(x), D(x, 0.4) - 1.0, atol=1e-6)
     g = jax.grad(lambda eps: jnp.sum(with_error(D, e, eps)(x, 0.4)))(0.25)
     np.testing.assert_allclose(g, jnp.sum(e(x, 0.4)), rtol=1e-5)
 
@@ -109,13 +112,13 @@ def test_with_error(key):
 def test_loss_expansion_matches_denoising_loss(key):
     y, _ = _data(n=32)
     D = EmpiricalDenoiser(y)
-    e = jax.tree_util.Partial(lambda x, sigma: jnp.sin(3.0 * x) * sigma[..., None])
+    e = lambda x, sigma: jnp.sin(3.0 * x) * sigma[..., None]  # noqa: E731 (a plain function)
     sig = jnp.array([0.05, 0.3, 1.0, 4.0])
-    ex = loss_expansion(D, e, y, sig, key, num_noise=2)
-    np.testing.assert_allclose(ex.base, denoising_loss(D, y, sig, key, num_noise=2),
+    ex = loss_expansion(key, D, e, y, sig, num_noise=2)
+    np.testing.assert_allclose(ex.base, denoising_loss(key, D, y, sig, num_noise=2),
                                rtol=1e-6, atol=1e-7)
     for eps in (0.3, -0.05):
-        full = denoising_loss(with_error(D, e, eps), y, sig, key, num_noise=2)
+        full = denoising_loss(key, with_error(D, e, eps), y, sig, num_noise=2)
         np.testing.assert_allclose(ex.base + 2 * eps * ex.cross + eps**2 * ex.power, full,
                                    rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(ex.loss(eps), full, rtol=1e-5, atol=1e-6)
@@ -151,7 +154,7 @@ def test_position_error_jvp_grad_in_delta():
 def test_pytrees_through_jit(key):
     y, x = _data()
     models = [PositionError(y, 0.2), KernelWidthError(y, 0.2),
-              InputNoiseError(y, 0.2, key, num_draws=5), LogitNoiseError(y, 0.2, key),
+              InputNoiseError(key, y, 0.2, num_draws=5), LogitNoiseError(key, y, 0.2),
               position_error_field(y, 0.1),
               with_error(EmpiricalDenoiser(y), KernelWidthError(y, 0.2), 0.1)]
     call = jax.jit(lambda m, x, s: m(x, s))
@@ -168,20 +171,67 @@ def test_bad_inputs(key):
     with pytest.raises(ValueError, match="tau"):
         KernelWidthError(y, -1.0)
     with pytest.raises(ValueError, match="tau"):
-        InputNoiseError(y, -1.0, key)
+        InputNoiseError(key, y, -1.0)
     with pytest.raises(ValueError, match="s:"):
-        LogitNoiseError(y, float("nan"), key)
+        LogitNoiseError(key, y, float("nan"))
+    with pytest.raises(ValueError, match="key"):
+        InputNoiseError(0, y, 0.1)
     with pytest.raises(ValueError, match="train"):
         PositionError(y[0], 0.1)
-    for m in (PositionError(y, 0.1), InputNoiseError(y, 0.1, key), LogitNoiseError(y, 0.1, key),
+    for m in (PositionError(y, 0.1), InputNoiseError(key, y, 0.1), LogitNoiseError(key, y, 0.1),
               position_error_field(y)):
         with pytest.raises(ValueError, match="x"):
             m(x[:, :3], 0.5)
     with pytest.raises(ValueError, match="error_field"):
         with_error(EmpiricalDenoiser(y), EmpiricalDenoiser(y[:, :3]), 0.1)
     with pytest.raises(ValueError, match="error_field"):
-        loss_expansion(EmpiricalDenoiser(y), position_error_field(y[:, :3]), y,
-                       jnp.array([0.5]), key)
+        loss_expansion(key, EmpiricalDenoiser(y), position_error_field(y[:, :3]), y,
+                       jnp.array([0.5]))
     with pytest.raises(ValueError, match="data"):
-        loss_expansion(EmpiricalDenoiser(y), position_error_field(y), y[:, :3],
-                       jnp.array([0.5]), key)
+        loss_expansion(key, EmpiricalDenoiser(y), position_error_field(y), y[:, :3],
+                       jnp.array([0.5]))
+    with pytest.raises(ValueError, match="error_field"):
+        loss_expansion(key, EmpiricalDenoiser(y), 3.0, y, jnp.array([0.5]))
+    with pytest.raises(ValueError, match="key"):
+        loss_expansion(EmpiricalDenoiser(y), position_error_field(y), y, jnp.array([0.5]), key)
+
+
+def _conditional(x, sigma, cond):
+    """A conditional denoiser ``D(x, sigma, cond)``: shrink, then shift by the class id."""
+    return 0.5 * x + cond[..., None].astype(x.dtype)
+
+
+def test_cond_passes_through(key):
+    y, x = _data()
+    e = lambda x, sigma: jnp.ones_like(x)  # noqa: E731
+    c = jnp.arange(x.shape[0]) % 3
+    model = with_error(_conditional, e, 0.25)
+    np.testing.assert_allclose(model(x, 0.4, c), 0.5 * x + c[:, None] + 0.25, rtol=1e-6)
+    sig = jnp.array([0.1, 1.0])
+    cy = jnp.arange(y.shape[0]) % 3
+    ex = loss_expansion(key, _conditional, e, y, sig, cond=cy, num_noise=2)
+    np.testing.assert_allclose(ex.base, denoising_loss(key, _conditional, y, sig, cond=cy,
+                                                       num_noise=2), rtol=1e-6)
+    full = denoising_loss(key, model, y, sig, cond=cy, num_noise=2)
+    np.testing.assert_allclose(ex.loss(0.25), full, rtol=1e-5)
+    # A conditional error field gets the condition too.
+    e_c = lambda x, sigma, cond: jnp.ones_like(x) * cond[..., None]  # noqa: E731
+    np.testing.assert_allclose(with_error(_conditional, e_c, 1.0)(x, 0.4, c),
+                               0.5 * x + 2 * c[:, None], rtol=1e-6)
+    ex_c = loss_expansion(key, _conditional, e_c, y, sig, cond=cy)
+    np.testing.assert_allclose(ex_c.power, np.full(2, np.mean(np.asarray(cy) ** 2)), rtol=1e-6)
+
+
+def test_cond_rejected_or_required(key):
+    y, _ = _data()
+    sig = jnp.array([0.5])
+    cy = jnp.zeros(y.shape[0], jnp.int32)
+    e = position_error_field(y)
+    with pytest.raises(ValueError, match="cond"):  # unconditional: no cond
+        loss_expansion(key, EmpiricalDenoiser(y), e, y, sig, cond=cy)
+    with pytest.raises(ValueError, match="cond"):  # conditional: cond required
+        loss_expansion(key, _conditional, e, y, sig)
+    with pytest.raises(ValueError, match="cond"):
+        denoising_loss(key, with_error(EmpiricalDenoiser(y), e, 0.1), y, sig, cond=cy)
+    with pytest.raises(ValueError, match="cond"):
+        denoising_loss(key, with_error(_conditional, e, 0.1), y, sig)

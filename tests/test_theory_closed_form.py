@@ -110,8 +110,8 @@ def test_two_point_against_monte_carlo(a, delta, s):
     sets = (y[lab], y[lab] + s * rng.normal(size=(n, dim)))
     cf = two_point_losses(sig, delta=delta, separation=2 * a, dim=dim, spread=s)
     for k, data, ref in ((k1, sets[0], cf.train), (k2, sets[1], cf.val)):
-        loss = np.asarray(per_example_loss(den, jnp.asarray(data, jnp.float32),
-                                           jnp.asarray(sig, jnp.float32), k), np.float64)
+        loss = np.asarray(per_example_loss(k, den, jnp.asarray(data, jnp.float32),
+                                           jnp.asarray(sig, jnp.float32)), np.float64)
         z = (loss.mean(1) - ref) / (loss.std(1, ddof=1) / math.sqrt(n))
         assert np.all(np.abs(z) < 4.5), z
 
@@ -260,9 +260,9 @@ def _gaussian_mc(d, n, delta, sig, seeds, n_query):
         idx = rng.choice(n, size=n_query, replace=n_query > n)  # same shape as val: 1 compile
         den = PositionError(jnp.asarray(y), delta)
         k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-        tr.append(np.mean(np.asarray(per_example_loss(den, jnp.asarray(y[idx]), sig32, k1)),
+        tr.append(np.mean(np.asarray(per_example_loss(k1, den, jnp.asarray(y[idx]), sig32)),
                           axis=1))
-        va.append(np.mean(np.asarray(per_example_loss(den, jnp.asarray(val), sig32, k2)), axis=1))
+        va.append(np.mean(np.asarray(per_example_loss(k2, den, jnp.asarray(val), sig32)), axis=1))
     return np.mean(tr, axis=0), np.mean(va, axis=0)
 
 

@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 
 from jaxgap import data, noise
-from jaxgap.losses import gap_curve
+from jaxgap.losses import curve_peak, gap_curve
 from jaxgap.report import theory_plots as tp
 from jaxgap.theory import (
     PositionError,
-    curve_peak,
     delta_sweep,
     first_order_check,
     first_order_gap,
@@ -39,9 +38,9 @@ def _grid(num=8, lo=0.05, hi=5.0):
 def test_fit_delta_recovers_known_delta(digits, true_delta, tol):
     train, val = digits
     # The target uses another noise key than the fit: recovery is not a tautology.
-    target = gap_curve(PositionError(train, true_delta), train, val, _grid(),
-                       jax.random.PRNGKey(7))
-    fit = fit_delta(train, val, target, jax.random.PRNGKey(0))
+    target = gap_curve(jax.random.PRNGKey(7), PositionError(train, true_delta), train, val,
+                       _grid())
+    fit = fit_delta(jax.random.PRNGKey(0), train, val, target)
     assert abs(fit.delta / true_delta - 1.0) < tol, fit.delta
     # None of the true deltas is on the coarse grid: the refinement did the work.
     grid = np.concatenate([[0.0], np.geomspace(0.01, 3.0, 12)])
@@ -56,9 +55,9 @@ def test_fit_delta_recovers_known_delta(digits, true_delta, tol):
 
 def test_fit_delta_accepts_mapping_and_descending_grid(digits):
     train, val = digits
-    target = gap_curve(PositionError(train, 0.3), train, val, _grid(), jax.random.PRNGKey(7))
+    target = gap_curve(jax.random.PRNGKey(7), PositionError(train, 0.3), train, val, _grid())
     rev = {"sigmas": np.asarray(target.sigmas)[::-1], "gap": np.asarray(target.gap)[::-1]}
-    fit = fit_delta(train, val, rev, jax.random.PRNGKey(0), deltas=[0.1, 0.3, 1.0],
+    fit = fit_delta(jax.random.PRNGKey(0), train, val, rev, deltas=[0.1, 0.3, 1.0],
                     num_refine=0)
     assert fit.delta == pytest.approx(0.3)
     np.testing.assert_array_equal(fit.deltas, [0.1, 0.3, 1.0])
@@ -75,20 +74,22 @@ def test_fit_delta_bad_input(digits):
     target = {"sigmas": _grid(), "gap": np.zeros(8)}
     k = jax.random.PRNGKey(0)
     with pytest.raises(ValueError, match="target"):
-        fit_delta(train, val, {"sigmas": _grid()}, k)
+        fit_delta(k, train, val, {"sigmas": _grid()})
     with pytest.raises(ValueError, match="target.gap"):
-        fit_delta(train, val, {"sigmas": _grid(), "gap": np.zeros(3)}, k)
+        fit_delta(k, train, val, {"sigmas": _grid(), "gap": np.zeros(3)})
     with pytest.raises(ValueError, match="target.sigmas"):
-        fit_delta(train, val, {"sigmas": -_grid(), "gap": np.zeros(8)}, k)
+        fit_delta(k, train, val, {"sigmas": -_grid(), "gap": np.zeros(8)})
     with pytest.raises(ValueError, match="deltas"):
-        fit_delta(train, val, target, k, deltas=[-0.1, 0.2])
+        fit_delta(k, train, val, target, deltas=[-0.1, 0.2])
     with pytest.raises(ValueError, match="val"):
-        fit_delta(train, val[:, :10], target, k)
+        fit_delta(k, train, val[:, :10], target)
     with pytest.raises(ValueError, match="key"):
-        fit_delta(train, val, target, 0)
+        fit_delta(0, train, val, target)
+    with pytest.raises(ValueError, match="key"):  # the 0.1 order: key last
+        fit_delta(train, val, target, k)
     for bad in (-1, 1):
         with pytest.raises(ValueError, match="num_refine"):
-            fit_delta(train, val, target, k, num_refine=bad)
+            fit_delta(k, train, val, target, num_refine=bad)
 
 
 # ---------------------------------------------------------------------------------------
@@ -101,7 +102,7 @@ SWEEP_DELTAS = [0.0, 0.1, 0.3, 1.0]
 @pytest.fixture(scope="module")
 def sweep(digits):
     train, val = digits
-    return delta_sweep(train, val, SWEEP_DELTAS, _grid(), jax.random.PRNGKey(0),
+    return delta_sweep(jax.random.PRNGKey(0), train, val, SWEEP_DELTAS, _grid(),
                        num_samples=48, num_steps=6, num_bootstrap=50)
 
 
@@ -126,7 +127,7 @@ def test_delta_sweep_memorization_drops(sweep):
 def test_delta_sweep_curves_are_position_error_gap_curves(digits, sweep):
     train, val = digits
     k_gap = jax.random.split(jax.random.PRNGKey(0), 3)[0]
-    ref = gap_curve(PositionError(train, 0.3), train, val, _grid(), k_gap)
+    ref = gap_curve(k_gap, PositionError(train, 0.3), train, val, _grid())
     np.testing.assert_allclose(sweep.curves[2].gap, ref.gap, rtol=1e-5, atol=1e-6)
     i = int(np.argmax(sweep.curves[2].gap))
     assert _grid()[i - 1] <= sweep.peak_sigma[2] <= _grid()[i + 1]
@@ -137,27 +138,28 @@ def test_curve_peak_is_the_log_parabola_vertex():
     s = np.array([0.1, 0.15, 0.4, 0.5, 2.0])  # uneven grid
     for top in (0.13, 0.33, 0.45):
         g = 1.0 - 3.0 * (np.log(s) - np.log(top)) ** 2
-        peak, height = curve_peak(s, g)
+        peak, height = curve_peak(s, g, refine=True)
         assert peak == pytest.approx(top, rel=1e-5)
         assert height == pytest.approx(g.max(), rel=1e-6)
-        assert curve_peak(s[::-1], g[::-1])[0] == pytest.approx(top, rel=1e-5)
-    assert curve_peak(s, -s) == (pytest.approx(0.1), pytest.approx(-0.1))  # edge: grid value
-    assert curve_peak(s, np.ones(5))[0] == pytest.approx(0.1)  # flat: first maximum
-    with pytest.raises(ValueError, match="gap"):
-        curve_peak(s, np.ones(4))
+        assert curve_peak(s[::-1], g[::-1], refine=True)[0] == pytest.approx(top, rel=1e-5)
+    # edge: grid value
+    assert curve_peak(s, -s, refine=True) == (pytest.approx(0.1), pytest.approx(-0.1))
+    assert curve_peak(s, np.ones(5), refine=True)[0] == pytest.approx(0.1)  # flat: first max
+    with pytest.raises(ValueError, match="values"):
+        curve_peak(s, np.ones(4), refine=True)
     with pytest.raises(ValueError, match="sigmas"):
-        curve_peak(np.array([0.1, 0.3, 0.2]), np.ones(3))
+        curve_peak(np.array([0.1, 0.3, 0.2]), np.array([0.0, 1.0, 0.0]), refine=True)
 
 
 def test_delta_sweep_bad_input(digits):
     train, val = digits
     k = jax.random.PRNGKey(0)
     with pytest.raises(ValueError, match="deltas"):
-        delta_sweep(train, val, [0.1, 0.1], _grid(), k)
+        delta_sweep(k, train, val, [0.1, 0.1], _grid())
     with pytest.raises(ValueError, match="sigmas"):
-        delta_sweep(train, val, [0.1], [0.0, 1.0], k)
+        delta_sweep(k, train, val, [0.1], [0.0, 1.0])
     with pytest.raises(ValueError, match="num_samples"):
-        delta_sweep(train, val, [0.1], _grid(), k, num_samples=-1)
+        delta_sweep(k, train, val, [0.1], _grid(), num_samples=-1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -167,7 +169,7 @@ def test_delta_sweep_bad_input(digits):
 @pytest.fixture(scope="module")
 def by_size(digits):
     train, val = digits
-    return gap_vs_train_size((train, val), [200, 50], 0.3, _grid(), jax.random.PRNGKey(0))
+    return gap_vs_train_size(jax.random.PRNGKey(0), (train, val), [200, 50], 0.3, _grid())
 
 
 def test_gap_vs_train_size_shrinks_with_n(digits, by_size):
@@ -178,10 +180,10 @@ def test_gap_vs_train_size_shrinks_with_n(digits, by_size):
     se = [c.gap_se[int(np.argmax(c.gap))] for c in out.curves]
     assert out.peak_gap[0] - out.peak_gap[1] > 2.5 * np.hypot(*se), (out.peak_gap, se)
     # Nested subsets: the largest is the model on all of train.
-    ref = gap_curve(PositionError(train, 0.3), train, val, _grid(), jax.random.PRNGKey(0))
+    ref = gap_curve(jax.random.PRNGKey(0), PositionError(train, 0.3), train, val, _grid())
     np.testing.assert_allclose(out.curves[-1].gap, ref.gap, rtol=1e-5, atol=1e-6)
     ds = data.Dataset(train=train, val=val, name="digits-200")  # a Dataset works too
-    via_ds = gap_vs_train_size(ds, [50], 0.3, _grid(), jax.random.PRNGKey(0))
+    via_ds = gap_vs_train_size(jax.random.PRNGKey(0), ds, [50], 0.3, _grid())
     np.testing.assert_array_equal(via_ds.curves[0].gap, out.curves[0].gap)
 
 
@@ -189,13 +191,13 @@ def test_gap_vs_train_size_bad_input(digits):
     train, val = digits
     k = jax.random.PRNGKey(0)
     with pytest.raises(ValueError, match="sizes"):
-        gap_vs_train_size((train, val), [10, 500], 0.3, _grid(), k)
+        gap_vs_train_size(k, (train, val), [10, 500], 0.3, _grid())
     with pytest.raises(ValueError, match="sizes"):
-        gap_vs_train_size((train, val), [0], 0.3, _grid(), k)
+        gap_vs_train_size(k, (train, val), [0], 0.3, _grid())
     with pytest.raises(ValueError, match="delta"):
-        gap_vs_train_size((train, val), [10], -0.3, _grid(), k)
+        gap_vs_train_size(k, (train, val), [10], -0.3, _grid())
     with pytest.raises(ValueError, match="ds_or_train_val"):
-        gap_vs_train_size(train, [10], 0.3, _grid(), k)
+        gap_vs_train_size(k, train, [10], 0.3, _grid())
 
 
 # ---------------------------------------------------------------------------------------
@@ -208,7 +210,7 @@ FO_SIGMAS = np.asarray(noise.log_sigmas(10, 0.02, 5.0))
 @pytest.fixture(scope="module")
 def first_order(digits):
     train, val = digits
-    return first_order_gap(train, val, 0.1, FO_SIGMAS, jax.random.PRNGKey(0))
+    return first_order_gap(jax.random.PRNGKey(0), train, val, 0.1, FO_SIGMAS)
 
 
 def test_first_order_gap_holds_far_above_delta_and_fails_below(first_order):
@@ -236,11 +238,11 @@ def test_first_order_check_remainder_is_delta_to_the_fourth(digits):
     train, val = digits
     sig = np.asarray(noise.log_sigmas(10, 0.4, 1.5))  # FO_SIGMAS' length: no recompile
     k = jax.random.PRNGKey(1)
-    rem = [np.abs((c := first_order_check(train, val, d, sig, k)).first - c.exact)
+    rem = [np.abs((c := first_order_check(k, train, val, d, sig)).first - c.exact)
            for d in (0.1, 0.05)]
     slope = np.log(rem[0] / rem[1]) / np.log(2.0)
     np.testing.assert_allclose(slope, 4.0, atol=0.3)
-    zero = first_order_check(train, val, 0.0, sig, k)
+    zero = first_order_check(k, train, val, 0.0, sig)
     np.testing.assert_allclose(zero.exact, zero.base, rtol=1e-6)
 
 
@@ -248,9 +250,9 @@ def test_first_order_bad_input(digits):
     train, val = digits
     k = jax.random.PRNGKey(0)
     with pytest.raises(ValueError, match="data"):
-        first_order_check(train, val[:, :3], 0.1, FO_SIGMAS, k)
+        first_order_check(k, train, val[:, :3], 0.1, FO_SIGMAS)
     with pytest.raises(ValueError, match="delta"):
-        first_order_gap(train, val, -1.0, FO_SIGMAS, k)
+        first_order_gap(k, train, val, -1.0, FO_SIGMAS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -316,7 +318,7 @@ def test_theory_plots_write_png(digits, sweep, first_order, by_size, tmp_path):
     train, val = digits
     _png(tp.plot_delta_sweep, sweep, dpi=40)
     target = {"sigmas": _grid(), "gap": sweep.curves[2].gap}
-    fit = fit_delta(train, val, target, jax.random.PRNGKey(0), deltas=[0.1, 0.3, 1.0],
+    fit = fit_delta(jax.random.PRNGKey(0), train, val, target, deltas=[0.1, 0.3, 1.0],
                     num_refine=0)
     _png(tp.plot_delta_fit, target, fit, dpi=40)
     _png(tp.plot_gap_vs_train_size, by_size, dpi=40)

@@ -115,3 +115,26 @@ def test_linearized_sampling_validates():
         linearized_sampling(D, _field, jnp.zeros((2, 4)), jnp.array([2.0, 1.0]))
     with pytest.raises(ValueError, match="error_field"):
         linearized_sampling(D, 3.0, jnp.zeros((2, 3)), jnp.array([2.0, 1.0]))
+
+
+def test_cond_passes_through(key):
+    D, x_init, sigmas = _setup(key)
+    cond = jnp.arange(x_init.shape[0]) % 2
+
+    def conditional(x, sigma, c):
+        return D(x, sigma) + 0.1 * c[..., None].astype(x.dtype)
+
+    x_end, dx_end = linearized_sampling(conditional, _field, x_init, sigmas, cond=cond)
+    np.testing.assert_allclose(x_end, heun(conditional, x_init, sigmas, cond=cond),
+                               rtol=1e-6, atol=1e-6)
+    eps = 1e-2
+    fd = (heun(with_error(conditional, _field, eps), x_init, sigmas, cond=cond) - x_end) / eps
+    np.testing.assert_allclose(fd, dx_end, rtol=5e-2, atol=5e-3)
+    np.testing.assert_allclose(denoiser_jacobian(conditional, x_init, 0.5, cond=cond),
+                               denoiser_jacobian(D, x_init, 0.5), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="cond"):
+        linearized_sampling(D, _field, x_init, sigmas, cond=cond)
+    with pytest.raises(ValueError, match="cond"):
+        denoiser_jacobian(D, x_init, 0.5, cond=cond)
+    with pytest.raises(ValueError, match="cond"):
+        linearized_sampling(conditional, _field, x_init, sigmas)

@@ -1,6 +1,11 @@
 """Theory: error-prone toy models of the optimal denoiser and linearized loss terms.
 
-See :mod:`jaxgap.theory.error_models` for the precise definitions.
+- :mod:`~jaxgap.theory.error_models`: the models (:class:`PositionError`, ...),
+  :func:`with_error`, :func:`loss_expansion`, :func:`position_error_field`.
+- :mod:`~jaxgap.theory.linearized`: first-order propagation through the sampler, Jacobians.
+- :mod:`~jaxgap.theory.closed_form`: closed-form train/validation losses of two toy models.
+- :mod:`~jaxgap.theory.evidence`: sweeps, fits and validity checks of the position-error
+  model (every function that takes a PRNG key takes it first).
 """
 
 from jaxgap.theory.closed_form import (
@@ -29,7 +34,7 @@ from jaxgap.theory.evidence import (
     FirstOrderGap,
     FlowFields,
     TrainSizeSweep,
-    curve_peak,
+    default_fit_deltas,
     delta_sweep,
     first_order_check,
     first_order_gap,
@@ -44,37 +49,10 @@ from jaxgap.theory.linearized import (
     position_error_jacobian,
 )
 
-__all__ = [
-    "ClosedFormGap",
-    "DeltaFit",
-    "DeltaSweep",
-    "FirstOrderCheck",
-    "FirstOrderGap",
-    "FlowFields",
-    "GaussianPhase",
-    "InputNoiseError",
-    "KernelWidthError",
-    "LogitNoiseError",
-    "LossExpansion",
-    "PositionError",
-    "PositionErrorField",
-    "TrainSizeSweep",
-    "WithError",
-    "curve_peak",
-    "delta_sweep",
-    "denoiser_jacobian",
-    "empirical_jacobian",
-    "first_order_check",
-    "first_order_gap",
-    "fit_delta",
-    "flow_fields",
-    "gap_peak",
-    "gap_vs_train_size",
-    "gaussian_losses",
-    "linearized_sampling",
-    "loss_expansion",
-    "position_error_field",
-    "position_error_jacobian",
-    "two_point_losses",
-    "with_error",
-]
+__all__ = ["ClosedFormGap", "DeltaFit", "DeltaSweep", "FirstOrderCheck", "FirstOrderGap",
+           "FlowFields", "GaussianPhase", "InputNoiseError", "KernelWidthError", "LogitNoiseError",
+           "LossExpansion", "PositionError", "PositionErrorField", "TrainSizeSweep", "WithError",
+           "default_fit_deltas", "delta_sweep", "denoiser_jacobian", "empirical_jacobian",
+           "first_order_check", "first_order_gap", "fit_delta", "flow_fields", "gap_peak",
+           "gap_vs_train_size", "gaussian_losses", "linearized_sampling", "loss_expansion",
+           "position_error_field", "position_error_jacobian", "two_point_losses", "with_error"]

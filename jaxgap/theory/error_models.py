@@ -17,7 +17,8 @@ Models:
   weighted mean as output (not a posterior mean of anything: a negative control).
 - :class:`InputNoiseError`: ``D*`` averaged over fixed perturbations of its input.
 - :class:`LogitNoiseError`: ``D*`` with its log-weights perturbed by a fixed random field.
-- :func:`with_error`: ``D + eps * e`` for any error field ``e``.
+- :func:`with_error`: ``D + eps * e`` for any denoiser ``D`` and error field ``e`` (plain
+  functions and closures included; conditional denoisers take ``cond`` through).
 
 :func:`loss_expansion` splits the denoising loss of ``D + eps e`` into its exact quadratic
 terms in ``eps`` with the noise of :mod:`jaxgap.losses` (common random numbers), and
@@ -27,30 +28,21 @@ terms in ``eps`` with the noise of :mod:`jaxgap.losses` (common random numbers),
 
 from __future__ import annotations
 
-import types
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgap._checks import float_array, is_concrete, positive_int
-from jaxgap.denoisers._base import Denoiser, Pytree, compiled
-from jaxgap.denoisers.empirical import EmpiricalDenoiser
-from jaxgap.losses import _check, example_noise
+from jaxgap._checks import float_array, is_concrete, positive_int, prng_key
+from jaxgap._jit import jit
+from jaxgap._mc import check_loss_args, noisy_queries, per_example_map
+from jaxgap._protocol import call, takes_cond
+from jaxgap.denoisers import ClosedForm, EmpiricalDenoiser, Pytree
 
-__all__ = [
-    "InputNoiseError",
-    "KernelWidthError",
-    "LogitNoiseError",
-    "LossExpansion",
-    "PositionError",
-    "PositionErrorField",
-    "WithError",
-    "loss_expansion",
-    "position_error_field",
-    "with_error",
-]
+__all__ = ["InputNoiseError", "KernelWidthError", "LogitNoiseError", "LossExpansion",
+           "PositionError", "PositionErrorField", "WithError", "loss_expansion",
+           "position_error_field", "with_error"]
 
 
 def _amplitude(value, name: str, dtype):
@@ -62,39 +54,37 @@ def _amplitude(value, name: str, dtype):
 
 
 class _WidenedKernel(EmpiricalDenoiser):
-    """Empirical posterior at the widened temperature ``sigma^2 + amplitude``.
+    """Empirical posterior at the widened temperature ``sigma^2 + a`` (``a`` the squared
+    amplitude), shrunk toward ``x`` by ``a / (sigma^2 + a)`` when ``_shrink``.
 
     Shares :class:`EmpiricalDenoiser`'s storage (``train``, ``center``, ``half_sq_norms``) and
-    its exact streaming kernel. Subclasses name the amplitude leaf in ``_amp_name`` and
-    implement ``_output(x, var, amp, mean)``.
+    its exact streaming kernel. Subclasses name the amplitude leaf in ``_amp_name``.
     """
 
     _amp_name = ""
+    _shrink = False
+
+    def __init__(self, train, amplitude, **kernel):
+        super().__init__(train, **kernel)
+        setattr(self, self._amp_name, _amplitude(amplitude, self._amp_name, self.train.dtype))
 
     def _amp(self):
         a = getattr(self, self._amp_name)
         return a * a
 
-    def _output(self, x, var, amp, mean):  # pragma: no cover - abstract
-        raise NotImplementedError
-
     def _denoise_amp(self, x, sigma, amp):
-        """The model at amplitude ``amp`` (= delta^2 or tau^2); differentiable in ``amp``."""
+        """The model at squared amplitude ``amp``; differentiable in ``amp``."""
         var = sigma * sigma + amp
         mean = self._posterior(x, var).mean
-        return self._output(x, var, amp, mean)
+        if not self._shrink:
+            return mean
+        return mean + (amp / var)[..., None] * (x - mean)
 
-    def _denoise_impl(self, x, sigma):
-        return self._denoise_amp(x, sigma, self._amp())
-
+    @jit
     def _denoise(self, x, sigma):
         if x.size == 0:
             return x
-        return _widened_denoise(self, x, sigma)
-
-    def _effective_sigma(self, sigma, shape):
-        sig = jnp.broadcast_to(jnp.asarray(sigma, self.train.dtype), shape)
-        return jnp.sqrt(sig * sig + self._amp())
+        return self._denoise_amp(x, sigma, self._amp())
 
     def posterior_stats(self, x, sigma):
         """Posterior summaries of the widened weights (temperature ``sigma^2 + amplitude``)."""
@@ -104,10 +94,7 @@ class _WidenedKernel(EmpiricalDenoiser):
     def weights(self, x, sigma):
         """The widened weights ``w_i(x; sigma^2 + amplitude)``, ``[..., N]`` (small N)."""
         x, sigma = self._check_inputs(x, sigma)
-        return super().weights(x, self._effective_sigma(sigma, x.shape[:-1]))
-
-
-_widened_denoise = compiled("_denoise_impl")
+        return super().weights(x, jnp.sqrt(sigma * sigma + self._amp()))
 
 
 class PositionError(_WidenedKernel):
@@ -128,18 +115,22 @@ class PositionError(_WidenedKernel):
     Args:
       train: ``[N, d]`` training points.
       delta: position uncertainty ``>= 0`` (a pytree leaf: ``jax.jvp``/``grad`` work).
-      chunk_size, query_block, num_exact: as for :class:`EmpiricalDenoiser`.
+      **kernel: ``chunk_size``, ``query_block``, ``num_exact`` of
+        :class:`~jaxgap.denoisers.EmpiricalDenoiser`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxgap.theory import PositionError
+      >>> D = PositionError(jnp.array([[0.0, 0.0], [1.0, 1.0]]), delta=1.0)
+      >>> [round(float(v), 3) for v in D(jnp.array([0.9, 1.1]), 1e-3)]  # D* snaps; D ~ x
+      [0.9, 1.1]
     """
 
     _fields = EmpiricalDenoiser._fields + ("delta",)
-    _amp_name = "delta"
+    _amp_name, _shrink = "delta", True
 
     def __init__(self, train, delta, **kernel):
-        super().__init__(train, **kernel)
-        self.delta = _amplitude(delta, "delta", self.train.dtype)
-
-    def _output(self, x, var, amp, mean):
-        return mean + (amp / var)[..., None] * (x - mean)
+        super().__init__(train, delta, **kernel)
 
 
 class KernelWidthError(_WidenedKernel):
@@ -151,26 +142,18 @@ class KernelWidthError(_WidenedKernel):
 
     Unlike :class:`PositionError` it omits the shrinkage term ``tau^2 / (sigma^2 + tau^2)
     (x - m)``, so it is not the posterior mean of any smeared data set. Exact streaming kernel
-    of :class:`~jaxgap.denoisers.EmpiricalDenoiser`; ``tau = 0`` gives ``D*``.
-
-    Args:
-      train: ``[N, d]`` training points.
-      tau: extra kernel width ``>= 0`` (a pytree leaf).
-      chunk_size, query_block, num_exact: as for :class:`EmpiricalDenoiser`.
+    of :class:`~jaxgap.denoisers.EmpiricalDenoiser` (``train`` and ``**kernel`` as there);
+    ``tau = 0`` gives ``D*``. ``tau``, the extra kernel width ``>= 0``, is a pytree leaf.
     """
 
     _fields = EmpiricalDenoiser._fields + ("tau",)
     _amp_name = "tau"
 
     def __init__(self, train, tau, **kernel):
-        super().__init__(train, **kernel)
-        self.tau = _amplitude(tau, "tau", self.train.dtype)
-
-    def _output(self, x, var, amp, mean):
-        return mean
+        super().__init__(train, tau, **kernel)
 
 
-class InputNoiseError(Denoiser):
+class InputNoiseError(ClosedForm):
     r"""``D*`` averaged over fixed random perturbations of its input.
 
     .. math:: D_\tau(x, \sigma) = \frac{1}{J}\sum_{j=1}^{J} D^*(x + \tau\,\eta_j, \sigma),
@@ -179,9 +162,9 @@ class InputNoiseError(Denoiser):
     The draws ``eta [J, d]`` are fixed (a leaf), so the model is a deterministic function.
 
     Args:
+      key: PRNG key for the draws.
       train: ``[N, d]`` training points.
       tau: perturbation scale ``>= 0`` (a pytree leaf).
-      key: PRNG key for the draws.
       num_draws: ``J``.
       chunk_size, query_block, num_exact: passed to the inner
         :class:`~jaxgap.denoisers.EmpiricalDenoiser`.
@@ -190,7 +173,8 @@ class InputNoiseError(Denoiser):
     _fields = ("optimal", "tau", "eta")
     _static = ("dim", "num_draws")
 
-    def __init__(self, train, tau, key, *, num_draws: int = 16, **kernel):
+    def __init__(self, key, train, tau, *, num_draws: int = 16, **kernel):
+        key = prng_key(key)
         self.optimal = EmpiricalDenoiser(train, **kernel)
         self.dim = self.optimal.dim
         dtype = self.optimal.train.dtype
@@ -198,23 +182,18 @@ class InputNoiseError(Denoiser):
         self.num_draws = positive_int(num_draws, "num_draws")
         self.eta = jax.random.normal(key, (self.num_draws, self.dim), dtype)
 
+    @jit
     def _denoise(self, x, sigma):
         if x.size == 0:
             return x
-        return _input_noise_denoise(self, x, sigma)
-
-    def _denoise_impl(self, x, sigma):
         j = self.num_draws
         eta = self.eta.reshape((j,) + (1,) * (x.ndim - 1) + (self.dim,))
         xs = x[None] + self.tau * eta
         sig = jnp.broadcast_to(sigma[None], (j,) + sigma.shape)
-        return jnp.mean(self.optimal._denoise(xs, sig), axis=0)
+        return jnp.mean(self.optimal(xs, sig), axis=0)
 
 
-_input_noise_denoise = compiled("_denoise_impl")
-
-
-class LogitNoiseError(Denoiser):
+class LogitNoiseError(ClosedForm):
     r"""``D*`` with log-weights perturbed by a fixed random field over the training points.
 
     .. math::
@@ -229,26 +208,25 @@ class LogitNoiseError(Denoiser):
     ``s = 0`` gives ``D*``.
 
     Args:
+      key: PRNG key for ``g [N]``.
       train: ``[N, d]`` training points.
       s: field strength ``>= 0`` (a pytree leaf).
-      key: PRNG key for ``g [N]``.
     """
 
     _fields = ("train", "g", "s")
     _static = ("dim",)
 
-    def __init__(self, train, s, key):
+    def __init__(self, key, train, s):
+        key = prng_key(key)
         self.train = float_array(train, "train", ndim=2)
         self.dim = int(self.train.shape[1])
         self.s = _amplitude(s, "s", self.train.dtype)
         self.g = jax.random.normal(key, (self.train.shape[0],), self.train.dtype)
 
+    @jit
     def _denoise(self, x, sigma):
         if x.size == 0:
             return x
-        return _logit_noise_denoise(self, x, sigma)
-
-    def _denoise_impl(self, x, sigma):
         batch = x.shape[:-1]
         xf, vf = x.reshape(-1, self.dim), (sigma * sigma).reshape(-1)
         y, field = self.train, self.s * self.g
@@ -266,57 +244,75 @@ class LogitNoiseError(Denoiser):
         return out.reshape(batch + (self.dim,))
 
 
-_logit_noise_denoise = compiled("_denoise_impl")
-
-
-def _as_pytree_callable(fn, name: str):
+def _callable(fn, name: str, what: str):
     if not callable(fn):
-        raise ValueError(f"{name}: expected a callable e(x, sigma), got {type(fn).__name__}")
-    if isinstance(fn, (types.FunctionType, types.BuiltinFunctionType)):
-        return jax.tree_util.Partial(fn)  # a plain function becomes a (leafless) pytree
+        raise ValueError(f"{name}: expected a callable {what}, got {type(fn).__name__}")
     return fn
+
+
+def _common_dim(denoiser, error_field):
+    d1, d2 = getattr(denoiser, "dim", None), getattr(error_field, "dim", None)
+    if d1 is not None and d2 is not None and d1 != d2:
+        raise ValueError(f"error_field: expected dimension d = {d1} (the denoiser's), got {d2}")
+    return d1 if d1 is not None else d2
 
 
 class WithError(Pytree):
     r"""``D(x, sigma) + eps * e(x, sigma)``: a denoiser plus a scaled error field.
 
-    ``denoiser``, ``error_field`` and ``eps`` are pytree children (``eps`` a 0-d leaf).
-    Build it with :func:`with_error`.
+    ``denoiser``, ``error_field`` and ``eps`` are pytree children (``eps`` a 0-d leaf); a
+    plain function or closure is a non-array leaf, which jaxgap's jit boundary
+    (``equinox.filter_jit``) holds static. With a conditional ``denoiser``
+    (``D(x, sigma, cond)``) the model is called ``WithError(x, sigma, cond)`` and passes
+    ``cond`` on (to the error field too when it takes one).
+
+    Args:
+      denoiser: any callable ``D(x, sigma)`` or ``D(x, sigma, cond)``.
+      error_field: a callable ``e(x, sigma) -> [..., d]`` (or ``e(x, sigma, cond)``).
+      eps: scalar amplitude (any sign; a pytree leaf, so ``jax.grad`` w.r.t. it works).
     """
 
     _fields = ("denoiser", "error_field", "eps")
-    _static = ("dim",)
+    _static = ("dim", "conditional", "field_cond")
 
-    def __call__(self, x, sigma):
-        out = self.denoiser(x, sigma)
-        return out + self.eps.astype(out.dtype) * self.error_field(x, sigma)
+    def __init__(self, denoiser, error_field, eps):
+        self.denoiser = _callable(denoiser, "denoiser", "D(x, sigma)")
+        self.error_field = _callable(error_field, "error_field", "e(x, sigma)")
+        self.dim = _common_dim(denoiser, error_field)
+        self.eps = float_array(eps, "eps", ndim=0)
+        self.conditional = takes_cond(denoiser)
+        self.field_cond = takes_cond(error_field) is True
+
+    @jit
+    def __call__(self, x, sigma, cond=None):
+        out = call(self.denoiser, x, sigma, cond)
+        err = call(self.error_field, x, sigma, cond if self.field_cond else None)
+        return out + self.eps.astype(out.dtype) * err
 
 
 def with_error(denoiser, error_field, eps) -> WithError:
     r"""The denoiser ``D + eps * e`` for any error field ``e`` obeying the protocol.
 
     Args:
-      denoiser: a pytree callable ``D(x, sigma)``.
-      error_field: a pytree callable ``e(x, sigma) -> [..., d]`` (a plain Python function is
-        wrapped in ``jax.tree_util.Partial``; closures over arrays should be pytrees).
+      denoiser: any callable ``D(x, sigma)`` (or a conditional ``D(x, sigma, cond)``).
+      error_field: a callable ``e(x, sigma) -> [..., d]``: a pytree (a closed form, a
+        network), a plain function, a closure or a ``functools.partial``.
       eps: scalar amplitude (any sign; a pytree leaf, so ``jax.grad`` w.r.t. it works).
 
     Returns:
       :class:`WithError`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxgap.theory import with_error
+      >>> D = with_error(lambda x, s: 0.5 * x, lambda x, s: jnp.ones_like(x), 0.1)
+      >>> D(jnp.array([2.0, 4.0]), 1.0)
+      Array([1.1, 2.1], dtype=float32)
     """
-    denoiser = _as_pytree_callable(denoiser, "denoiser")
-    error_field = _as_pytree_callable(error_field, "error_field")
-    d1, d2 = getattr(denoiser, "dim", None), getattr(error_field, "dim", None)
-    if d1 is not None and d2 is not None and d1 != d2:
-        raise ValueError(f"error_field: expected dimension d = {d1} (the denoiser's), got {d2}")
-    obj = object.__new__(WithError)
-    obj.denoiser, obj.error_field = denoiser, error_field
-    obj.eps = float_array(eps, "eps", ndim=0)
-    obj.dim = d1 if d1 is not None else d2
-    return obj
+    return WithError(denoiser, error_field, eps)
 
 
-class PositionErrorField(Denoiser):
+class PositionErrorField(ClosedForm):
     r"""First-order error field of :class:`PositionError` in the amplitude ``a = delta^2``.
 
     .. math:: e(x, \sigma) = \frac{\partial}{\partial a} D_{\sqrt a}(x, \sigma)
@@ -325,26 +321,29 @@ class PositionErrorField(Denoiser):
     evaluated by ``jax.jvp`` (forward mode, exact; no finite differences), so that
     ``PositionError(delta) = D_{delta0} + (delta^2 - delta0^2) e + O((delta^2 - delta0^2)^2)``.
     At ``delta0 = 0``: ``e = (x - m)/sigma^2 + dm/dv`` with ``m = D*(x, sigma)`` and
-    ``dm/dv = Cov_w(y, |x - y|^2) / (2 sigma^4)``. Build it with
-    :func:`position_error_field`.
+    ``dm/dv = Cov_w(y, |x - y|^2) / (2 sigma^4)``.
+
+    Args:
+      train: ``[N, d]`` training points.
+      delta0: expansion point ``>= 0`` (0: the field around ``D*``).
+      chunk_size, query_block, num_exact: as for :class:`EmpiricalDenoiser`.
     """
 
     _fields = ("model",)
     _static = ("dim",)
 
+    def __init__(self, train, delta0=0.0, **kernel):
+        self.model = PositionError(train, delta0, **kernel)
+        self.dim = self.model.dim
+
+    @jit
     def _denoise(self, x, sigma):
         if x.size == 0:
             return x
-        return _position_field(self, x, sigma)
-
-    def _denoise_impl(self, x, sigma):
         a0 = self.model._amp()
         _, tangent = jax.jvp(lambda a: self.model._denoise_amp(x, sigma, a),
                              (a0,), (jnp.ones_like(a0),))
         return tangent
-
-
-_position_field = compiled("_denoise_impl")
 
 
 def position_error_field(train, delta0=0.0, **kernel) -> PositionErrorField:
@@ -357,11 +356,15 @@ def position_error_field(train, delta0=0.0, **kernel) -> PositionErrorField:
 
     Returns:
       :class:`PositionErrorField`, a pytree error field ``e(x, sigma)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxgap.theory import position_error_field
+      >>> e = position_error_field(jnp.array([[0.0, 0.0], [2.0, 0.0]]))
+      >>> e(jnp.array([1.0, 1.0]), 1.0)  # between the points: (x - m) / sigma^2
+      Array([0., 1.], dtype=float32)
     """
-    model = PositionError(train, delta0, **kernel)
-    obj = object.__new__(PositionErrorField)
-    obj.model, obj.dim = model, model.dim
-    return obj
+    return PositionErrorField(train, delta0, **kernel)
 
 
 class LossExpansion(NamedTuple):
@@ -383,41 +386,25 @@ class LossExpansion(NamedTuple):
         return self.base + 2.0 * eps * self.cross + eps * eps * self.power
 
 
-def _batch_terms(denoiser, field, x0, index, sigmas, key, num_noise):
-    """Per-example ``[K, B]`` base, cross and power terms for one batch (as in losses)."""
-    k_len, dim = sigmas.shape[0], x0.shape[-1]
-    draws = jnp.arange(num_noise)
-    grid = jnp.arange(k_len)
-    eps = jax.vmap(lambda k: jax.vmap(lambda r: jax.vmap(
-        lambda i: example_noise(key, i, k, r, dim, x0.dtype))(index))(draws))(grid)
-    sig = jnp.broadcast_to(sigmas[:, None, None], (k_len, num_noise, x0.shape[0]))
-    x = x0[None, None] + sig[..., None] * eps
-    resid = denoiser(x, sig) - x0[None, None]
-    err = field(x, sig)
-    terms = (jnp.mean(resid**2, axis=-1), jnp.mean(resid * err, axis=-1),
-             jnp.mean(err**2, axis=-1))
-    return tuple(jnp.mean(t, axis=1) for t in terms)
+@jit
+def _expansion(key, denoiser, error_field, data, sigmas, cond, field_cond, *, num_noise,
+               batch_size):
+    """``[K]`` base, cross and power terms: per-example ``[K, n]`` terms, averaged."""
+
+    def batch_terms(x0, index, c):
+        x, sig = noisy_queries(key, x0, index, sigmas, num_noise)
+        resid = call(denoiser, x, sig, c) - x0[None, None]
+        err = call(error_field, x, sig, c if field_cond else None)
+        terms = (jnp.mean(resid**2, axis=-1), jnp.mean(resid * err, axis=-1),
+                 jnp.mean(err**2, axis=-1))
+        return tuple(jnp.mean(t, axis=1) for t in terms)
+
+    out = per_example_map(batch_terms, data, cond, batch_size=batch_size)
+    return tuple(jnp.mean(t, axis=1) for t in out)
 
 
-def _all_terms(denoiser, field, data, sigmas, key, *, num_noise, batch_size):
-    n = data.shape[0]
-    bsz = min(batch_size, n)
-    total = -(-n // bsz) * bsz
-    xp = jnp.pad(data, ((0, total - n), (0, 0)))
-    index = jnp.arange(total, dtype=jnp.uint32)
-    nb = total // bsz
-    out = jax.lax.map(
-        lambda a: _batch_terms(denoiser, field, a[0], a[1], sigmas, key, num_noise),
-        (xp.reshape(nb, bsz, -1), index.reshape(nb, bsz)))
-    return tuple(jnp.mean(jnp.moveaxis(t, 0, 1).reshape(t.shape[1], total)[:, :n], axis=1)
-                 for t in out)
-
-
-_compiled_terms = jax.jit(_all_terms, static_argnames=("num_noise", "batch_size"))
-
-
-def loss_expansion(denoiser, error_field, data, sigmas, key, *, num_noise: int = 1,
-                   batch_size: int | None = None) -> LossExpansion:
+def loss_expansion(key, denoiser, error_field, data, sigmas, *, cond=None,
+                   num_noise: int = 1, batch_size: int | None = None) -> LossExpansion:
     r"""The denoising loss of ``D + eps e`` as an exact quadratic in ``eps``, per sigma.
 
     .. math:: L_\epsilon(\sigma) = L^*(\sigma) + 2\epsilon\,
@@ -425,29 +412,43 @@ def loss_expansion(denoiser, error_field, data, sigmas, key, *, num_noise: int =
 
     with the noise of :func:`jaxgap.losses.denoising_loss` for the same ``key`` (common
     random numbers: ``example_noise(key, i, k, r, d)``), so ``base`` equals
-    ``denoising_loss(denoiser, data, sigmas, key)`` and ``expansion.loss(eps)`` equals
-    ``denoising_loss(with_error(denoiser, error_field, eps), ...)`` up to rounding.
+    ``denoising_loss(key, denoiser, data, sigmas)`` and ``expansion.loss(eps)`` equals
+    ``denoising_loss(key, with_error(denoiser, error_field, eps), ...)`` up to rounding.
 
     Args:
-      denoiser: a pytree callable ``D(x, sigma)`` (typically ``D*``).
-      error_field: a pytree callable ``e(x, sigma)`` (e.g. :func:`position_error_field`).
+      key: PRNG key.
+      denoiser: any callable ``D(x, sigma)`` (typically ``D*``), or ``D(x, sigma, cond)``
+        with ``cond``.
+      error_field: any callable ``e(x, sigma)`` (e.g. :func:`position_error_field`); it gets
+        ``cond`` too when it takes one.
       data: ``[n, d]`` clean examples.
       sigmas: ``[K]`` noise levels (> 0).
-      key: PRNG key.
+      cond: ``[n]`` (or scalar) integer condition ids, for a conditional denoiser.
       num_noise: noise draws per example and sigma.
       batch_size: examples per compiled batch (default as in :mod:`jaxgap.losses`).
 
     Returns:
       :class:`LossExpansion` with ``[K]`` fields ``base``, ``cross``, ``power``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxgap.theory import loss_expansion
+      >>> ex = loss_expansion(jax.random.key(0), lambda x, s: 0 * x,
+      ...                     lambda x, s: jnp.ones_like(x), jnp.ones((4, 2)),
+      ...                     jnp.array([1.0]))  # D = 0, e = 1, x0 = 1: (1 - eps)^2
+      >>> [round(float(t[0]), 3) for t in ex]
+      [1.0, -1.0, 1.0]
     """
-    denoiser = _as_pytree_callable(denoiser, "denoiser")
-    error_field = _as_pytree_callable(error_field, "error_field")
-    data, sigmas, num_noise, batch_size = _check(denoiser, data, sigmas, key, num_noise,
-                                                 batch_size, None)
+    args = check_loss_args(key, denoiser, data, sigmas, cond, num_noise, batch_size, None)
+    _callable(error_field, "error_field", "e(x, sigma)")
     dim = getattr(error_field, "dim", None)
-    if dim is not None and dim != data.shape[1]:
-        raise ValueError(f"error_field: expected dimension d = {data.shape[1]} (the data's), "
-                         f"got {dim}")
-    base, cross, power = _compiled_terms(denoiser, error_field, data, sigmas, key,
-                                         num_noise=num_noise, batch_size=batch_size)
+    if dim is not None and dim != args["data"].shape[1]:
+        raise ValueError(f"error_field: expected dimension d = {args['data'].shape[1]} (the "
+                         f"data's), got {dim}")
+    key, data, sigmas, cond = args["key"], args["data"], args["sigmas"], args["cond"]
+    num_noise, batch_size = args["num_noise"], args["batch_size"]
+    field_cond = cond is not None and takes_cond(error_field) is True
+    base, cross, power = _expansion(key, denoiser, error_field, data,
+                                    sigmas.astype(data.dtype), cond, field_cond,
+                                    num_noise=num_noise, batch_size=batch_size)
     return LossExpansion(base, cross, power)

@@ -24,40 +24,41 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxgap import sampling as _sampling
 from jaxgap._checks import float_array, sigma_array
-from jaxgap.denoisers.empirical import EmpiricalDenoiser
+from jaxgap._jit import jit
+from jaxgap._protocol import call, check_denoiser
+from jaxgap.denoisers import EmpiricalDenoiser
+from jaxgap.sampling import heun
 from jaxgap.theory.error_models import PositionError, with_error
 
-__all__ = [
-    "denoiser_jacobian",
-    "empirical_jacobian",
-    "linearized_sampling",
-    "position_error_jacobian",
-]
+__all__ = ["denoiser_jacobian", "empirical_jacobian", "linearized_sampling",
+           "position_error_jacobian"]
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
-def linearized_sampling(denoiser, error_field, x_init, sigmas, *, return_trajectory=False):
+def linearized_sampling(denoiser, error_field, x_init, sigmas, *, cond=None,
+                        return_trajectory=False):
     r"""Heun end state for ``D`` and its first-order change per unit ``eps`` under ``D + eps e``.
 
     .. math:: (x, \delta x) = \Big(\mathrm{heun}(D, x_\mathrm{init}, \sigma),\
         \frac{d}{d\epsilon}\,\mathrm{heun}(D + \epsilon e, x_\mathrm{init}, \sigma)
         \Big|_{\epsilon=0}\Big)
 
-    One forward-mode pass (``jax.jvp`` in ``eps`` at ``eps = 0``) through the compiled solver
-    of :func:`jaxgap.sampling.heun`; the inputs are validated once, outside the
-    differentiated function. ``x`` equals ``heun(D, x_init, sigmas)``, and
+    One forward-mode pass (``jax.jvp`` in ``eps`` at ``eps = 0``) through
+    :func:`jaxgap.sampling.heun` and its compiled solver; the inputs are validated once, as
+    the solver is traced. ``x`` equals ``heun(D, x_init, sigmas)``, and
     ``heun(D + eps e) = x + eps dx + O(eps^2)``.
 
     Args:
-      denoiser: any pytree callable ``D(x, sigma)`` (as for :func:`~jaxgap.sampling.heun`).
-      error_field: a callable ``e(x, sigma) -> [..., d]`` (as for
-        :func:`~jaxgap.theory.with_error`: a plain function is wrapped in
-        ``jax.tree_util.Partial``; closures over arrays should be pytrees).
+      denoiser: any callable ``D(x, sigma)`` (as for :func:`~jaxgap.sampling.heun`), or a
+        conditional ``D(x, sigma, cond)`` with ``cond``.
+      error_field: any callable ``e(x, sigma) -> [..., d]`` (as for
+        :func:`~jaxgap.theory.with_error`: a pytree, a plain function, a closure).
       x_init: ``[..., d]`` states at ``sigmas[0]``.
       sigmas: ``[S+1]`` strictly decreasing noise levels (the last optionally 0).
+      cond: condition ids broadcastable to ``x_init.shape[:-1]``, for a conditional
+        denoiser.
       return_trajectory: return the states at every level instead of the end state.
 
     Returns:
@@ -65,42 +66,72 @@ def linearized_sampling(denoiser, error_field, x_init, sigmas, *, return_traject
       ``(xs, dxs)``, each ``[S+1, ..., d]`` (``xs[0] = x_init``, ``dxs[0] = 0``).
 
     Raises:
-      ValueError: naming ``denoiser``, ``error_field``, ``x_init`` or ``sigmas``.
+      ValueError: naming ``denoiser``, ``error_field``, ``x_init``, ``sigmas`` or ``cond``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxgap.theory import linearized_sampling
+      >>> x, dx = linearized_sampling(lambda x, s: 0.0 * x, lambda x, s: jnp.ones_like(x),
+      ...                             jnp.ones(2), jnp.array([2.0, 1.0, 0.0]))
+      >>> x, dx  # D = 0 maps every state to 0; D + eps maps it to eps
+      (Array([0., 0.], dtype=float32), Array([1., 1.], dtype=float32))
     """
-    x = _sampling._check_x(x_init, denoiser)
-    sigmas = _sampling._check_sigmas(sigmas, x.dtype)
-    with_error(denoiser, error_field, 0.0)  # validates error_field and its dim once
+    with_error(denoiser, error_field, 0.0)  # validates error_field and its dim
+    x = float_array(x_init, "x_init", min_ndim=1)
     traj = bool(return_trajectory)
 
     def solve(eps):
         perturbed = with_error(denoiser, error_field, eps)
-        out = _sampling._run(perturbed, x, sigmas, method="heun", return_trajectory=traj)
+        out = heun(perturbed, x, sigmas, cond=cond, return_trajectory=traj)
         return out.x if traj else out
 
     eps0 = jnp.zeros((), x.dtype)
     return jax.jvp(solve, (eps0,), (jnp.ones_like(eps0),))
 
 
-def denoiser_jacobian(denoiser, x, sigma):
+@jit
+def _jacobian(denoiser, x, sig, cond):
+    d = x.shape[-1]
+    flat = None if cond is None else jnp.broadcast_to(cond, x.shape[:-1]).reshape(-1)
+    jac = jax.vmap(jax.jacfwd(lambda xi, si, ci: call(denoiser, xi, si, ci)),
+                   in_axes=(0, 0, None if flat is None else 0))(
+        x.reshape(-1, d), sig.reshape(-1), flat)
+    return jac.reshape(x.shape + (d,))
+
+
+def denoiser_jacobian(denoiser, x, sigma, *, cond=None):
     r"""``dD/dx`` of any denoiser at each query by forward-mode autodiff, ``[..., d, d]``.
 
     ``J[..., i, j] = dD_i / dx_j`` at ``(x[...], sigma[...])`` (queries are independent:
     one ``jax.jacfwd`` per query, vmapped).
 
     Args:
-      denoiser: any callable ``D(x, sigma)`` accepting ``x: [d]`` and a scalar ``sigma``.
+      denoiser: any callable ``D(x, sigma)`` accepting ``x: [d]`` and a scalar ``sigma``
+        (or ``D(x, sigma, cond)`` with ``cond``).
       x: ``[..., d]`` queries.
       sigma: scalar or array broadcastable to ``x.shape[:-1]``.
+      cond: condition ids broadcastable to ``x.shape[:-1]``, for a conditional denoiser.
 
     Returns:
       ``[..., d, d]`` Jacobians.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxgap.theory import denoiser_jacobian
+      >>> denoiser_jacobian(lambda x, s: 0.5 * x, jnp.ones(2), 1.0)
+      Array([[0.5, 0. ],
+             [0. , 0.5]], dtype=float32)
     """
     x = float_array(x, "x", min_ndim=1)
+    cond = check_denoiser(denoiser, cond, x.shape[:-1])
     sig = sigma_array(sigma, "sigma", x.shape[:-1], dtype=x.dtype)
-    d = x.shape[-1]
-    jac = jax.vmap(jax.jacfwd(lambda xi, si: denoiser(xi, si)))(
-        x.reshape(-1, d), sig.reshape(-1))
-    return jac.reshape(x.shape + (d,))
+    return _jacobian(denoiser, x, sig, cond)
+
+
+def _queries(x, sigma, dim: int):
+    """``x [..., d]`` and ``sigma`` broadcast to ``x.shape[:-1]``, checked."""
+    x = float_array(x, "x", min_ndim=1, dim=dim)
+    return x, sigma_array(sigma, "sigma", x.shape[:-1], dtype=x.dtype)
 
 
 def _as_train(train):
@@ -138,10 +169,8 @@ def empirical_jacobian(train, x, sigma):
       ``[..., d, d]`` Jacobians.
     """
     y = _as_train(train)
-    model = EmpiricalDenoiser(y)
-    x, sig = model._check_inputs(x, sigma)
-    w = model.weights(x, sig)
-    return _weighted_cov(w, y) / (sig * sig)[..., None, None]
+    x, sig = _queries(x, sigma, y.shape[1])
+    return _empirical_jac(EmpiricalDenoiser(y), x, sig)
 
 
 def position_error_jacobian(train, delta, x, sigma):
@@ -169,8 +198,19 @@ def position_error_jacobian(train, delta, x, sigma):
       ``[..., d, d]`` Jacobians.
     """
     y = _as_train(train)
-    model = PositionError(y, delta)
-    x, sig = model._check_inputs(x, sigma)
+    x, sig = _queries(x, sigma, y.shape[1])
+    return _position_jac(PositionError(y, delta), x, sig)
+
+
+@jit
+def _empirical_jac(model, x, sig):
+    w = model.weights(x, sig)
+    return _weighted_cov(w, model.train) / (sig * sig)[..., None, None]
+
+
+@jit
+def _position_jac(model, x, sig):
+    y = model.train
     w = model.weights(x, sig)  # widened weights w_i(x; sigma^2 + delta^2)
     amp = model.delta * model.delta
     var = sig * sig + amp
