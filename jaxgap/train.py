@@ -30,9 +30,10 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm.auto import tqdm
 
+from jaxgap import _io, _streams
 from jaxgap import data as _data
 from jaxgap import noise as _noise
-from jaxgap.losses import gap_curve
+from jaxgap.losses import curve_peak, gap_curve
 from jaxgap.nets import make_denoiser
 
 CONFIG = "config.json"
@@ -60,6 +61,14 @@ class TrainConfig:
       eval_val_size: validation examples evaluated (``None``: all).
       width, depth: MLP size; channels: UNet channels per level.
       seed: the one seed of the run (data split, init, data order, noise).
+
+    Example:
+      >>> TrainConfig(steps=100, width=64).validate().steps
+      100
+      >>> TrainConfig(ema=1.0).validate()
+      Traceback (most recent call last):
+      ...
+      ValueError: ema: expected a decay in [0, 1), got 1.0
     """
 
     data: str = "digits"
@@ -190,22 +199,25 @@ def edm_loss(model, x0, key, *, p_mean, p_std, sigma_data):
 
 
 def batch_indices(data_key, step, n: int, batch: int):
-    """Example indices of ``step``: epoch-wise permutations drawn from ``(data_key, epoch)``."""
+    """Example indices of ``step``: epoch-wise permutations drawn from ``(data_key, epoch)``.
+
+    Example:
+      >>> key = jax.random.PRNGKey(0)
+      >>> first_epoch = [batch_indices(key, t, 6, 2) for t in range(3)]  # 3 steps per epoch
+      >>> sorted(np.concatenate(first_epoch).tolist())
+      [0, 1, 2, 3, 4, 5]
+    """
     per_epoch = n // batch
     epoch, pos = step // per_epoch, step % per_epoch
     perm = jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
     return jax.lax.dynamic_slice_in_dim(perm, pos * batch, batch)
 
 
-class TrainState(dict):
-    """The checkpointed state: ``params``, ``ema``, ``opt_state``, ``step``, ``loss_sum``,
-    ``loss_count`` (a dict, so orbax saves and restores it as a plain pytree)."""
-
-
 def make_step(graphdef, tx, config: TrainConfig, train_x, batch: int):
     """One jit-compiled training step ``state -> (state, loss)``."""
     base = jax.random.PRNGKey(config.seed)
-    data_key, train_key = jax.random.fold_in(base, 1), jax.random.fold_in(base, 2)
+    data_key = _streams.stream(base, _streams.DATA_ORDER)
+    train_key = _streams.stream(base, _streams.TRAIN_NOISE)
     n = train_x.shape[0]
 
     def loss_fn(params, x0, key):
@@ -232,15 +244,6 @@ def make_step(graphdef, tx, config: TrainConfig, train_x, batch: int):
 # ---------------------------------------------------------------------------------------
 # Run folder: config, metrics, checkpoints
 # ---------------------------------------------------------------------------------------
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
 
 def _read_metrics(path: Path, upto: int | None = None) -> list[dict]:
     """Rows of ``metrics.jsonl`` (a torn last line from a kill is dropped)."""
@@ -298,15 +301,15 @@ def _check_run_folder(workdir: Path, config: TrainConfig, resume: bool) -> None:
                           if getattr(old, k) != getattr(config, k))
             raise ValueError(f"out: {workdir} holds a run with a different config "
                              f"(differs in {', '.join(diff)}); choose another --out")
-        if not resume and ((workdir / CHECKPOINTS).exists() or (workdir / METRICS).exists()):
-            raise ValueError(f"out: {workdir} already holds a run; pass --resume to continue "
-                             "it or choose another --out")
+    if not resume and ((workdir / CHECKPOINTS).exists() or (workdir / METRICS).exists()):
+        raise ValueError(f"out: {workdir} already holds a run; pass --resume to continue "
+                         "it or choose another --out")
 
 
-def _evaluate(model_of, state, train_x, val_x, sigmas, key, num_noise):
+def _evaluate(key, model_of, state, train_x, val_x, sigmas, num_noise):
     row = {}
     for prefix, params in (("", state["params"]), ("ema_", state["ema"])):
-        curve = gap_curve(model_of(params), train_x, val_x, sigmas, key, num_noise=num_noise)
+        curve = gap_curve(key, model_of(params), train_x, val_x, sigmas, num_noise=num_noise)
         row[prefix + "train"] = np.asarray(curve.train, np.float64).tolist()
         row[prefix + "val"] = np.asarray(curve.val, np.float64).tolist()
         row[prefix + "gap"] = np.asarray(curve.gap, np.float64).tolist()
@@ -333,20 +336,18 @@ def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
     ds = load_data(config)
     _check_run_folder(workdir, config, resume)
     workdir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(workdir / CONFIG, config.to_json())
+    _io.write_text(workdir / CONFIG, config.to_json())
 
     graphdef, tx, state = init_state(config, ds.dim, ds.image_shape)
     manager = _manager(workdir)
     start = 0
     latest = manager.latest_step()
-    if latest is not None:
-        if not resume:  # pragma: no cover - _check_run_folder refused already
-            raise ValueError(f"out: {workdir} holds checkpoints; pass --resume")
+    if latest is not None:  # resume is set: _check_run_folder refused a run folder without it
         state = _restore(manager, state, latest)
         start = int(state["step"])
     metrics_path = workdir / METRICS
     rows = _read_metrics(metrics_path, upto=start if latest is not None else -1)
-    _write_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+    _io.write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     train_x = jnp.asarray(ds.train)
     val_x = jnp.asarray(ds.val if config.eval_val_size is None else
@@ -354,7 +355,7 @@ def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
     batch = min(config.batch_size, ds.num_train)
     step_fn = make_step(graphdef, tx, config, train_x, batch)
     sigmas = _noise.log_sigmas(config.eval_sigmas, config.sigma_min, config.sigma_max)
-    eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 3)
+    eval_key = _streams.stream(jax.random.PRNGKey(config.seed), _streams.EVAL_NOISE)
     model_of = lambda p: nnx.merge(graphdef, p)  # noqa: E731
 
     def evaluate_and_log(state):
@@ -362,7 +363,7 @@ def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
         count = int(state["loss_count"])
         row = {"step": step, "sigmas": np.asarray(sigmas, np.float64).tolist(),
                "train_loss": float(state["loss_sum"]) / count if count else None}
-        row.update(_evaluate(model_of, state, train_x, val_x, sigmas, eval_key,
+        row.update(_evaluate(eval_key, model_of, state, train_x, val_x, sigmas,
                              config.eval_num_noise))
         with open(metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -395,8 +396,9 @@ def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
             bar.update(now - bar.n)
     bar.close()
     manager.close()
-    gap = np.asarray(last_row["ema_gap"]) if last_row else None
-    peak = float(np.asarray(last_row["sigmas"])[int(np.argmax(gap))]) if last_row else None
+    peak = None
+    if last_row and np.any(np.isfinite(np.asarray(last_row["ema_gap"], np.float64))):
+        peak = curve_peak(last_row["sigmas"], last_row["ema_gap"])[0]
     return {"step": config.steps, "resumed_from": start, "last": last_row,
             "peak_sigma_ema": peak, "workdir": str(workdir)}
 

@@ -16,9 +16,22 @@ import pytest
 
 from jaxgap import cli
 from jaxgap.denoisers import EmpiricalDenoiser
+from jaxgap.metrics import field_sharpness
 from jaxgap.report import report as rep
 from jaxgap.report.plots import plot_gap_curves
-from jaxgap.reproduce import CLAIM_CRITERIA, default_config, evaluate_claims, field_sharpness
+from jaxgap.study import (
+    CLAIM_CRITERIA,
+    ClosedFormResult,
+    Criteria,
+    CurveSummary,
+    StudyConfig,
+    ToyField,
+    ToyResult,
+    TrainResult,
+    default_config,
+    evaluate_claims,
+)
+from jaxgap.study.config import settings_diff
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("gap_closed_form.png", "gap_over_training.png", "samples_empirical.png",
@@ -208,6 +221,64 @@ def test_claims_not_supported_when_one_number_fails(cid, path, value):
     claims = {c["id"]: c for c in evaluate_claims(numbers)}
     assert claims[cid]["supported"] is False
     assert all(c["supported"] for k, c in claims.items() if k != cid)
+
+
+def test_criteria_hold_every_threshold():
+    claims = {c["id"]: c for c in evaluate_claims(SUPPORTED, Criteria(copy_high=1.01))}
+    assert claims["copying"]["supported"] is False and ">= 1.01" in claims["copying"][
+        "criterion"]
+    assert all(c["supported"] for k, c in claims.items() if k != "copying")
+    assert Criteria().texts() == CLAIM_CRITERIA
+
+
+# ------------------------------------------------------------------------------------------
+# Settings and typed stage results
+# ------------------------------------------------------------------------------------------
+
+LEGACY_QUICK = {  # settings.json of a jaxgap 0.1 quick run (ReproduceConfig, flat)
+    "data": "digits", "quick": True, "seed": 0, "train_size": 64, "val_size": 128,
+    "steps": 400, "batch_size": 64, "lr": 0.001, "width": 64, "depth": 2, "eval_every": 100,
+    "ckpt_every": 100, "num_sigmas": 10, "num_noise": 1, "eval_num_noise": 1,
+    "num_samples": 48, "sample_steps": 8, "num_bootstrap": 200, "fit_grid": 6,
+    "fit_refine": 2}
+
+
+def test_config_holds_train_config_and_reads_old_settings():
+    cfg = default_config(quick=True)
+    assert cfg.train.steps == 400 and cfg.train.eval_val_size == 128 and cfg.data == "digits"
+    assert StudyConfig.from_dict(cfg.to_dict()) == cfg
+    assert StudyConfig.from_dict(LEGACY_QUICK) == cfg
+    assert settings_diff(LEGACY_QUICK, cfg) == [] == settings_diff(cfg.to_dict(), cfg)
+    assert {"train.steps", "quick", "num_samples"} <= set(settings_diff(LEGACY_QUICK,
+                                                                        default_config()))
+    with pytest.raises(ValueError, match="num_samples"):
+        default_config(num_samples=0)
+    with pytest.raises(ValueError, match="eval_sigmas"):
+        default_config(num_sigmas=2)  # the old name of the grid size still works
+    with pytest.raises(ValueError, match="overrides"):
+        default_config(bogus=1)
+
+
+def test_stage_results_round_trip_through_json():
+    summary = CurveSummary(0.5, 0.09, 0.004, 1e-5, 2e-6)
+    curve = {"sigmas": [0.002, 0.5], "train": [0.0, 0.1], "val": [0.1, 0.2],
+             "gap": [0.1, float("nan")], "gap_se": [0.01, 0.02]}
+    results = [
+        ClosedFormResult({"empirical": curve}, 0.002, {"empirical": summary}, seconds=1.5),
+        TrainResult(True, 5, 100, 0.04, 0.003, 400, 0.09, 0.004, 0.5, 1e-5,
+                    [[0, 0.01], [100, 0.04]], curve),
+        ToyResult(0.3, 1e-4, [0.002, 0.5], {"toy_model": [1.0, 2.0]},
+                  {"toy_model": [1.0, 1.5]}, summary, ToyField(0.002, 33.0, 1.0, 1.0, 5.0, 0.0),
+                  seconds=2.0),
+    ]
+    for r in results:
+        back = type(r).from_json(r.to_json())
+        assert back.to_json() == r.to_json()
+        assert json.loads(r.to_json())["seconds"] == r.seconds
+    toy = type(results[2]).from_json(results[2].to_json())
+    assert toy.field.sharpness_empirical == 33.0 and toy.toy_curve == summary
+    assert results[1].numbers()["gap_max_by_step"] == [[0, 0.01], [100, 0.04]]
+    assert "final_curve" not in results[1].numbers()
 
 
 def test_field_sharpness_against_closed_forms():

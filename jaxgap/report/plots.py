@@ -13,8 +13,8 @@ from typing import IO, Any
 
 import numpy as np
 from matplotlib import cm, colormaps, colors
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+from jaxgap.report._figure import band, curve_arrays, new_figure, peak, save
 
 __all__ = [
     "plot_domain_diagnostics",
@@ -23,63 +23,6 @@ __all__ = [
     "plot_gap_over_training",
     "plot_sample_grid",
 ]
-
-_CURVE_KEYS = ("sigmas", "train", "val", "gap")
-_SE_KEYS = ("train_se", "val_se", "gap_se")
-
-
-def _curve_arrays(curve: Any) -> dict[str, np.ndarray | None]:
-    """The fields of a :class:`~jaxgap.losses.GapCurve` (or its ``to_dict``) as float arrays."""
-    if hasattr(curve, "_asdict"):
-        curve = curve._asdict()
-    if not isinstance(curve, Mapping):
-        raise ValueError(f"curve: expected a GapCurve or a mapping with keys {list(_CURVE_KEYS)}, "
-                         f"got {type(curve).__name__}")
-    missing = [k for k in _CURVE_KEYS if k not in curve]
-    if missing:
-        raise ValueError(f"curve: expected keys {list(_CURVE_KEYS)}, missing {missing}")
-    out: dict[str, np.ndarray | None] = {}
-    for k in _CURVE_KEYS + _SE_KEYS:
-        v = curve.get(k)
-        if v is None:
-            out[k] = None
-            continue
-        a = np.asarray(v, dtype=np.float64)
-        if a.ndim != 1:
-            raise ValueError(f"curve: expected {k!r} of shape [K], got shape {list(a.shape)}")
-        out[k] = a
-    num = out["sigmas"].shape[0]
-    if num == 0:
-        raise ValueError("curve: expected at least one sigma, got an empty grid")
-    for k, a in out.items():
-        if a is not None and a.shape[0] != num:
-            raise ValueError(f"curve: expected {k!r} of shape [{num}] like 'sigmas', "
-                             f"got [{a.shape[0]}]")
-    if not np.all(out["sigmas"] > 0):
-        raise ValueError("curve: expected 'sigmas' > 0 (plotted on a log axis)")
-    return out
-
-
-def _save(fig: Figure, path, *, title: str | None, dpi: int, fontsize=None) -> None:
-    """Title, write as PNG, and drop the artists (the figure is not registered anywhere)."""
-    if title:
-        fig.suptitle(title, fontsize=fontsize)
-    try:
-        fig.savefig(path, format="png", dpi=dpi)
-    finally:
-        fig.clear()
-
-
-def _band(ax, x, mean, se, color, *, positive: bool):
-    """Shade ``mean +- 2 se`` (clipped above zero on a log axis)."""
-    if se is None or not np.any(np.isfinite(se)):
-        return
-    lo, hi = mean - 2 * se, mean + 2 * se
-    if positive:
-        lo = np.where(lo > 0, lo, np.nan)
-        hi = np.where(hi > 0, hi, np.nan)
-    ax.fill_between(x, lo, hi, color=color, alpha=0.25, linewidth=0)
-
 
 def plot_gap_curve(curve: Any, path: str | os.PathLike | IO[bytes], *,
                    title: str | None = None, loss_scale: str = "linear", dpi: int = 150) -> None:
@@ -105,27 +48,30 @@ def plot_gap_curve(curve: Any, path: str | os.PathLike | IO[bytes], *,
         ``loss_scale``.
 
     Example:
-      >>> plot_gap_curve(gap_curve(D, ds.train, ds.val, sigmas, key), "gap.png",
-      ...                title="digits / empirical")
+      >>> import io
+      >>> png = io.BytesIO()
+      >>> plot_gap_curve({"sigmas": [0.01, 0.1, 1.0], "train": [0.0, 0.1, 0.5],
+      ...                 "val": [0.2, 0.4, 0.6], "gap": [0.2, 0.3, 0.1]}, png, title="toy")
+      >>> png.getvalue()[1:4]
+      b'PNG'
     """
     if loss_scale not in ("linear", "log"):
         raise ValueError(f"loss_scale: expected 'linear' or 'log', got {loss_scale!r}")
     log_y = loss_scale == "log"
-    c = _curve_arrays(curve)
+    c = curve_arrays(curve)
     s = c["sigmas"]
     order = np.argsort(s)
     c = {k: (None if a is None else a[order]) for k, a in c.items()}
     s = c["sigmas"]
 
-    fig = Figure(figsize=(7.0, 6.4), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure((7.0, 6.4))
     ax_loss, ax_gap = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
 
     for name, color, label in (("train", "C0", "train"), ("val", "C1", "validation")):
         y = c[name]
         ax_loss.plot(s, np.where(y > 0, y, np.nan) if log_y else y, color=color, marker=".",
                      label=label)
-        _band(ax_loss, s, y, c[f"{name}_se"], color, positive=log_y)
+        band(ax_loss, s, y, c[f"{name}_se"], color, positive=log_y)
     ax_loss.set_xscale("log")
     ax_loss.set_yscale(loss_scale)
     ax_loss.set_ylabel(r"denoising loss  $E|D(x_\sigma) - x_0|^2 / d$")
@@ -135,18 +81,18 @@ def plot_gap_curve(curve: Any, path: str | os.PathLike | IO[bytes], *,
     gap = c["gap"]
     ax_gap.axhline(0.0, color="0.5", linewidth=0.8)
     ax_gap.plot(s, gap, color="C3", marker=".", label="gap = val - train")
-    _band(ax_gap, s, gap, c["gap_se"], "C3", positive=False)
-    if np.any(np.isfinite(gap)):
-        k = int(np.nanargmax(gap))
-        ax_gap.axvline(s[k], color="C3", linestyle=":", linewidth=1.0)
-        ax_gap.annotate(f"max at $\\sigma$ = {s[k]:.3g}", (s[k], gap[k]),
+    band(ax_gap, s, gap, c["gap_se"], "C3", positive=False)
+    top = peak(s, gap)
+    if top is not None:
+        ax_gap.axvline(top[0], color="C3", linestyle=":", linewidth=1.0)
+        ax_gap.annotate(f"max at $\\sigma$ = {top[0]:.3g}", top,
                         xytext=(6, -12), textcoords="offset points", fontsize=9)
     ax_gap.set_xscale("log")
     ax_gap.set_xlabel(r"noise level $\sigma$")
     ax_gap.set_ylabel(r"$L_{val} - L_{train}$")
     ax_gap.grid(True, which="major", alpha=0.3)
     ax_gap.legend(loc="best")
-    _save(fig, path, title=title, dpi=dpi)
+    save(fig, path, title=title, dpi=dpi)
 
 
 def plot_gap_over_training(rows, path: str | os.PathLike | IO[bytes], *,
@@ -164,17 +110,16 @@ def plot_gap_over_training(rows, path: str | os.PathLike | IO[bytes], *,
     if not rows:
         raise ValueError("rows: expected at least one evaluation row, got none")
     key = "ema_gap" if ema else "gap"
-    fig = Figure(figsize=(7.0, 4.6), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure((7.0, 4.6))
     ax = fig.subplots()
     steps = np.array([r["step"] for r in rows], dtype=np.float64)
     norm = (steps - steps.min()) / max(steps.max() - steps.min(), 1.0)
     cmap = colormaps["viridis"]
     for r, u in zip(rows, norm, strict=True):
         ax.plot(np.asarray(r["sigmas"]), np.asarray(r[key]), color=cmap(u), linewidth=1.2)
-    last = rows[-1]
-    k = int(np.nanargmax(np.asarray(last[key])))
-    ax.axvline(last["sigmas"][k], color="k", linestyle=":", linewidth=1.0)
+    top = peak(rows[-1]["sigmas"], rows[-1][key])
+    if top is not None:
+        ax.axvline(top[0], color="k", linestyle=":", linewidth=1.0)
     ax.axhline(0.0, color="0.5", linewidth=0.8)
     ax.set_xscale("log")
     ax.set_xlabel(r"noise level $\sigma$")
@@ -182,7 +127,7 @@ def plot_gap_over_training(rows, path: str | os.PathLike | IO[bytes], *,
     ax.grid(True, which="major", alpha=0.3)
     mappable = cm.ScalarMappable(norm=colors.Normalize(steps.min(), steps.max()), cmap=cmap)
     fig.colorbar(mappable, ax=ax, label="training step")
-    _save(fig, path, title=title, dpi=dpi)
+    save(fig, path, title=title, dpi=dpi)
 
 
 # ------------------------------------------------------------------------------------------
@@ -222,8 +167,12 @@ def plot_sample_grid(samples, neighbors, image_shape, path: str | os.PathLike | 
       ValueError: mismatched shapes, an image shape that does not fit ``d``, or bad options.
 
     Example:
-      >>> nb = nearest_neighbors(x, ds.train, k=1)
-      >>> plot_sample_grid(x, ds.train[nb.index[:, 0]], ds.image_shape, "samples.png")
+      >>> import io
+      >>> x = np.linspace(-1.0, 1.0, 3 * 16).reshape(3, 16)  # three 4x4 grey images
+      >>> png = io.BytesIO()
+      >>> plot_sample_grid(x, x[::-1], (4, 4, 1), png, labels=["a", "b", "c"])
+      >>> png.getvalue()[1:4]
+      b'PNG'
     """
     samples = np.asarray(samples, np.float64)
     neighbors = np.asarray(neighbors, np.float64)
@@ -252,11 +201,9 @@ def plot_sample_grid(samples, neighbors, image_shape, path: str | os.PathLike | 
     blocks = -(-num // cols)
     aspect = shape[1] / shape[0]
     cell = 0.62
-    fig = Figure(figsize=(max(cols * cell * aspect + 0.9, 3.0),
-                          2 * blocks * cell * (1.25 if labels is not None else 1.0)
-                          + (0.45 if title else 0.15)),
-                 layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure((max(cols * cell * aspect + 0.9, 3.0),
+                      2 * blocks * cell * (1.25 if labels is not None else 1.0)
+                      + (0.45 if title else 0.15)))
     axes = fig.subplots(2 * blocks, cols, squeeze=False)
     for ax in axes.ravel():
         ax.set_xticks([])
@@ -273,7 +220,7 @@ def plot_sample_grid(samples, neighbors, image_shape, path: str | os.PathLike | 
     for b in range(blocks):
         axes[2 * b, 0].set_ylabel("sample", fontsize=7)
         axes[2 * b + 1, 0].set_ylabel("nearest\ntrain", fontsize=7)
-    _save(fig, path, title=title, dpi=dpi, fontsize=9)
+    save(fig, path, title=title, dpi=dpi, fontsize=9)
 
 
 # ------------------------------------------------------------------------------------------
@@ -353,7 +300,14 @@ def plot_domain_diagnostics(diag: Any, path: str | os.PathLike | IO[bytes], *,
       ValueError: missing keys, mismatched shapes or non-positive sigmas.
 
     Example:
-      >>> plot_domain_diagnostics(domain_diagnostics(ds.train, sig, states), "domain.png")
+      >>> import io
+      >>> band = [[0.5, 1.0, 2.0], [0.6, 1.1, 2.1]]  # [K = 2 sigmas, Q = 3 quantiles]
+      >>> diag = {"sigmas": [0.1, 1.0], "quantiles": [0.1, 0.5, 0.9], "sets": {"noisy_train": {
+      ...     "normalized_nn_distance": band, "max_weight": band, "effective_count": band}}}
+      >>> png = io.BytesIO()
+      >>> plot_domain_diagnostics(diag, png)
+      >>> png.getvalue()[1:4]
+      b'PNG'
     """
     sigmas, q, sets = _domain_arrays(diag)
     order = np.argsort(sigmas)
@@ -362,8 +316,7 @@ def plot_domain_diagnostics(diag: Any, path: str | os.PathLike | IO[bytes], *,
     i_mid = int(np.argmin(np.abs(q - 0.5)))
     band = f"{100 * q[i_lo]:.0f}-{100 * q[i_hi]:.0f}%"
 
-    fig = Figure(figsize=(14.0, 4.4), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure((14.0, 4.4))
     axes = fig.subplots(1, 3, sharex=True)
     for j, (name, entry) in enumerate(sets.items()):
         color = f"C{j}"
@@ -389,7 +342,7 @@ def plot_domain_diagnostics(diag: Any, path: str | os.PathLike | IO[bytes], *,
         elif stat == "max_weight":
             ax.set_ylim(-0.02, 1.02)
     axes[0].legend(loc="best", fontsize=8)
-    _save(fig, path, title=title, dpi=dpi)
+    save(fig, path, title=title, dpi=dpi)
 
 
 # ------------------------------------------------------------------------------------------
@@ -416,7 +369,14 @@ def plot_gap_curves(curves: Mapping[str, Any], path: str | os.PathLike | IO[byte
         non-positive sigmas (the message names its label).
 
     Example:
-      >>> plot_gap_curves({"empirical": c_emp, "gaussian": c_gauss}, "gaps.png")
+      >>> import io
+      >>> png = io.BytesIO()
+      >>> plot_gap_curves({"a": {"sigmas": [0.1, 1.0], "train": [0, 0], "val": [1, 2],
+      ...                        "gap": [1, 2]},
+      ...                  "b": {"sigmas": [0.2, 2.0], "train": [0, 0], "val": [2, 1],
+      ...                        "gap": [2, 1], "gap_se": [0.1, 0.1]}}, png)
+      >>> png.getvalue()[1:4]
+      b'PNG'
     """
     if not isinstance(curves, Mapping) or not curves:
         raise ValueError("curves: expected a non-empty mapping {label: curve}, got "
@@ -424,11 +384,10 @@ def plot_gap_curves(curves: Mapping[str, Any], path: str | os.PathLike | IO[byte
     arrays = {}
     for label, curve in curves.items():
         try:
-            arrays[str(label)] = _curve_arrays(curve)
+            arrays[str(label)] = curve_arrays(curve)
         except ValueError as err:
             raise ValueError(f"curves[{label!r}]: {err}") from None
-    fig = Figure(figsize=(7.0, 4.6), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure((7.0, 4.6))
     ax = fig.subplots()
     ax.axhline(0.0, color="0.5", linewidth=0.8)
     for j, (label, c) in enumerate(arrays.items()):
@@ -438,14 +397,14 @@ def plot_gap_curves(curves: Mapping[str, Any], path: str | os.PathLike | IO[byte
         color = f"C{j}"
         ax.plot(s, gap, color=color, marker=_MARKERS[j % len(_MARKERS)], markersize=3.5,
                 linestyle=_LINESTYLES[j % len(_LINESTYLES)], label=label)
-        _band(ax, s, gap, se, color, positive=False)
-        if np.any(np.isfinite(gap)):
-            k = int(np.nanargmax(gap))
-            ax.plot([s[k]], [gap[k]], marker="*", markersize=11, color=color,
+        band(ax, s, gap, se, color, positive=False)
+        top = peak(s, gap)
+        if top is not None:
+            ax.plot([top[0]], [top[1]], marker="*", markersize=11, color=color,
                     markeredgecolor="k", linestyle="none")
     ax.set_xscale("log")
     ax.set_xlabel(r"noise level $\sigma$")
     ax.set_ylabel(r"$L_{val} - L_{train}$")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    _save(fig, path, title=title, dpi=dpi)
+    save(fig, path, title=title, dpi=dpi)

@@ -6,28 +6,41 @@ embedded as a ``data:image/png;base64`` URI (no external file, script or style s
 it can be mailed or archived alone.
 
 Files are written atomically: every file is produced under a hidden temporary name in the
-target folder, flushed to disk, and only then renamed into place (:func:`write_files`), so a
-killed or failed run never leaves a truncated result under a final name.
+target folder, flushed to disk, and only then renamed into place (:func:`write_files`, the
+writer of :mod:`jaxgap._io`, re-exported here with :func:`temp_file`), so a killed or failed
+run never leaves a truncated result under a final name.
 
-Example::
-
-    blocks = [heading("Results"), paragraph("The gap grows."),
-              table(["step", "gap"], [["500", "0.04"], ["3000", "0.09"]]),
-              figure("gap.png", "gap over training")]
-    write_files(out, {"report.md": text_writer(render_markdown(blocks)),
-                      "report.html": text_writer(render_html(blocks, {"gap.png": png}))})
+Example:
+    >>> import tempfile
+    >>> blocks = [heading("Results"), paragraph("The gap grows."),
+    ...           table(["step", "gap"], [["500", "0.04"], ["3000", "0.09"]])]
+    >>> print(render_markdown(blocks))
+    ## Results
+    <BLANKLINE>
+    The gap grows.
+    <BLANKLINE>
+    | step | gap |
+    | --- | --- |
+    | 500 | 0.04 |
+    | 3000 | 0.09 |
+    <BLANKLINE>
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     paths = write_files(out, {"report.md": text_writer(render_markdown(blocks)),
+    ...                               "report.html": text_writer(render_html(blocks, {}))})
+    ...     sorted(os.listdir(out))
+    ['report.html', 'report.md']
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import math
 import os
-import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, NamedTuple
+
+from jaxgap._io import temp_file, write_files  # re-exported: the atomic writers of a report
 
 __all__ = [
     "Block",
@@ -42,61 +55,6 @@ __all__ = [
     "text_writer",
     "write_files",
 ]
-
-
-# ------------------------------------------------------------------------------------------
-# Atomic writes
-# ------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def temp_file(folder: str, name: str) -> Iterator[tuple[str, IO[bytes]]]:
-    """A fresh hidden file next to ``folder/name``, removed on exit (unless renamed away).
-
-    Yields:
-      ``(path, binary file)`` of the temporary file.
-    """
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode honours the umask
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield tmp, f
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-
-
-def write_files(folder: str, writers: Mapping[str, Callable[[IO[bytes]], None]]) -> list[str]:
-    """Produce every file under a temporary name, then rename them all into place.
-
-    Nothing named in ``writers`` is replaced unless all of them were written successfully.
-
-    Args:
-      folder: an existing, writable folder.
-      writers: ``{file name: write(binary file)}``; names are relative to ``folder`` and
-        must not contain a path separator.
-
-    Returns:
-      The final paths, in the order of ``writers``.
-
-    Raises:
-      ValueError: a name holds a path separator or is empty.
-      OSError: a file could not be written (nothing was renamed into place).
-    """
-    for name in writers:
-        if not name or os.sep in name or (os.altsep and os.altsep in name):
-            raise ValueError(f"writers: expected plain file names, got {name!r}")
-    with contextlib.ExitStack() as stack:
-        staged = []
-        for name, write in writers.items():
-            tmp, f = stack.enter_context(temp_file(folder, name))
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()  # complete on disk before anything is renamed
-            staged.append((tmp, os.path.join(folder, name)))
-        for tmp, final in staged:
-            os.replace(tmp, final)
-    return [final for _, final in staged]
 
 
 def finite_or_none(value):

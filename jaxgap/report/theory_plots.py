@@ -11,11 +11,9 @@ from typing import IO, Any
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
-from matplotlib.figure import Figure
 
-from jaxgap.report.plots import _band, _curve_arrays, _save
+from jaxgap.report._figure import band, curve_arrays, new_figure, peak, save
 
 __all__ = [
     "plot_delta_fit",
@@ -35,12 +33,6 @@ def _need(obj: Any, name: str, fields: tuple[str, ...], what: str):
                          f"{type(obj).__name__} missing {missing}")
 
 
-def _figure(size):
-    fig = Figure(figsize=size, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def _gap_axis(ax):
     ax.axhline(0.0, color="0.5", linewidth=0.8)
     ax.set_xscale("log")
@@ -54,15 +46,17 @@ def _curves_by(ax, curves, values, label_fmt: str, cmap_name: str = "viridis"):
     cmap = colormaps[cmap_name]
     n = len(curves)
     for i, (curve, v) in enumerate(zip(curves, values, strict=True)):
-        c = _curve_arrays(curve)
+        c = curve_arrays(curve)
         order = np.argsort(c["sigmas"])
         s, g = c["sigmas"][order], c["gap"][order]
         color = cmap(i / max(n - 1, 1) * 0.9)
         ax.plot(s, g, color=color, marker=".", markersize=3, label=label_fmt.format(v))
         if c["gap_se"] is not None:
-            _band(ax, s, g, c["gap_se"][order], color, positive=False)
-        k = int(np.nanargmax(g))
-        ax.plot([s[k]], [g[k]], marker="o", color=color, markersize=6, markeredgecolor="k")
+            band(ax, s, g, c["gap_se"][order], color, positive=False)
+        top = peak(s, g)
+        if top is not None:
+            ax.plot([top[0]], [top[1]], marker="o", color=color, markersize=6,
+                    markeredgecolor="k")
 
 
 def plot_delta_sweep(sweep: Any, path: Path, *, title: str | None = None,
@@ -86,7 +80,7 @@ def plot_delta_sweep(sweep: Any, path: Path, *, title: str | None = None,
     if len(sweep.curves) != deltas.shape[0] or deltas.shape[0] == 0:
         raise ValueError(f"sweep: expected one curve per delta, got {len(sweep.curves)} curves "
                          f"for {deltas.shape[0]} deltas")
-    fig = _figure((13.0, 4.2))
+    fig = new_figure((13.0, 4.2))
     ax_c, ax_p, ax_m = fig.subplots(1, 3)
     _curves_by(ax_c, sweep.curves, deltas, r"$\delta$ = {:.3g}")
     _gap_axis(ax_c)
@@ -117,7 +111,7 @@ def plot_delta_sweep(sweep: Any, path: Path, *, title: str | None = None,
     ax_m.set_xlabel(r"position error $\delta$ (0 drawn at the left edge)")
     ax_m.set_ylabel("memorized fraction of samples (1/3 rule)")
     ax_m.grid(True, which="major", alpha=0.3)
-    _save(fig, path, title=title, dpi=dpi)
+    save(fig, path, title=title, dpi=dpi)
 
 
 def plot_delta_fit(target: Any, fit: Any, path: Path, *, title: str | None = None,
@@ -145,13 +139,13 @@ def plot_delta_fit(target: Any, fit: Any, path: Path, *, title: str | None = Non
     if s.shape != g.shape or s.ndim != 1:
         raise ValueError(f"target: expected 'sigmas' and 'gap' of one shape [K], got "
                          f"{list(s.shape)} and {list(g.shape)}")
-    fig = _figure((11.0, 4.2))
+    fig = new_figure((11.0, 4.2))
     ax, ax_s = fig.subplots(1, 2, width_ratios=(3, 2))
     ax.plot(s, g, "o-", color="C0", markersize=4, label=label)
     se = target.get("gap_se")
     if se is not None:
-        _band(ax, s, g, np.asarray(se, np.float64), "C0", positive=False)
-    c = _curve_arrays(fit.curve)
+        band(ax, s, g, np.asarray(se, np.float64), "C0", positive=False)
+    c = curve_arrays(fit.curve)
     ax.plot(c["sigmas"], c["gap"], "s--", color="C3", markersize=4,
             label=rf"toy model, fitted $\delta$ = {fit.delta:.3g}")
     _gap_axis(ax)
@@ -169,7 +163,7 @@ def plot_delta_fit(target: Any, fit: Any, path: Path, *, title: str | None = Non
     ax_s.set_xlabel(r"$\delta$")
     ax_s.set_ylabel(r"weighted mean squared gap difference")
     ax_s.grid(True, which="major", alpha=0.3)
-    _save(fig, path, title=title, dpi=dpi)
+    save(fig, path, title=title, dpi=dpi)
 
 
 def plot_gap_vs_train_size(result: Any, path: Path, *, title: str | None = None,
@@ -188,7 +182,7 @@ def plot_gap_vs_train_size(result: Any, path: Path, *, title: str | None = None,
     if len(result.curves) != sizes.shape[0] or sizes.shape[0] == 0:
         raise ValueError(f"result: expected one curve per size, got {len(result.curves)} "
                          f"curves for {sizes.shape[0]} sizes")
-    fig = _figure((11.0, 4.2))
+    fig = new_figure((11.0, 4.2))
     ax, ax_p = fig.subplots(1, 2, width_ratios=(3, 2))
     _curves_by(ax, result.curves, sizes, "N = {}", cmap_name="plasma")
     _gap_axis(ax)
@@ -203,7 +197,7 @@ def plot_gap_vs_train_size(result: Any, path: Path, *, title: str | None = None,
     ax_s.plot(sizes, np.asarray(result.peak_sigma), "o--", color="C0")
     ax_s.set_yscale("log")
     ax_s.set_ylabel(r"peak $\sigma$", color="C0")
-    _save(fig, path, title=title, dpi=dpi)
+    save(fig, path, title=title, dpi=dpi)
 
 
 def plot_flow_fields(fields: Any, path: Path, *, title: str | None = None,
@@ -228,7 +222,7 @@ def plot_flow_fields(fields: Any, path: Path, *, title: str | None = None,
     for f in rows:
         _need(f, "fields", ("grid_x", "grid_y", "optimal", "error", "train", "sigma", "delta"),
               "FlowFields")
-    fig = _figure((9.0, 4.2 * len(rows)))
+    fig = new_figure((9.0, 4.2 * len(rows)))
     axes = np.asarray(fig.subplots(len(rows), 2, squeeze=False))
     for (ax_o, ax_e), f in zip(axes, rows, strict=True):
         gx, gy = np.asarray(f.grid_x), np.asarray(f.grid_y)
@@ -249,7 +243,7 @@ def plot_flow_fields(fields: Any, path: Path, *, title: str | None = None,
             ax.set_aspect("equal")
             ax.set_title(rf"{name}, $\sigma$ = {f.sigma:.3g}", fontsize=10)
     axes[0, 0].legend(loc="upper left", fontsize=8)
-    _save(fig, path, title=title, dpi=dpi)
+    save(fig, path, title=title, dpi=dpi)
 
 
 def plot_first_order(check: Any, path: Path, *, title: str | None = None,
@@ -270,7 +264,7 @@ def plot_first_order(check: Any, path: Path, *, title: str | None = None,
                            "rel_first", "rel_second"), "a FirstOrderGap")
     s = np.asarray(check.train.sigmas, np.float64)
     delta = float(check.train.delta)
-    fig = _figure((7.0, 6.4))
+    fig = new_figure((7.0, 6.4))
     ax_g, ax_r = fig.subplots(2, 1, sharex=True)
     ax_g.plot(s, check.gap_base, color="0.4", label=r"$D^*$ ($\delta$ = 0)")
     ax_g.plot(s, check.gap_exact, "o-", color="C0", markersize=3, label="exact")
@@ -294,4 +288,4 @@ def plot_first_order(check: Any, path: Path, *, title: str | None = None,
     ax_r.set_ylabel("|prediction - exact| / |exact change|")
     ax_r.grid(True, which="major", alpha=0.3)
     ax_r.legend(fontsize=8, loc="best")
-    _save(fig, path, title=title, dpi=dpi)
+    save(fig, path, title=title, dpi=dpi)
