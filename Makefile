@@ -17,11 +17,16 @@ demo: $(BIN)/.jaxgap-installed
 	@echo "report: runs/demo/report.html (self-contained), runs/demo/report.md, runs/demo/results.json"
 
 lint: $(BIN)/.jaxgap-installed
-	$(BIN)/ruff check jaxgap tests benchmarks examples scripts notebooks
+	$(BIN)/ruff check jaxgap tests benchmarks examples scripts notebooks conftest.py .ci
 
+# The suite in float32; the float64 checks in a process of their own; the docstring examples
+# of every jaxgap module (python -m jaxgap would run the CLI). The versions are printed first
+# (never fails the run). tests/test_multidevice.py starts its own 8-device process.
 test: lint
+	-$(BIN)/python .ci/versions.py
 	$(BIN)/python -m pytest -q -m "not x64"
 	JAX_ENABLE_X64=1 $(BIN)/python -m pytest -q -m x64
+	$(BIN)/python -m pytest -q --doctest-modules jaxgap --ignore=jaxgap/__main__.py
 
 bench: $(BIN)/.jaxgap-installed
 	$(BIN)/python benchmarks/empirical_denoiser.py

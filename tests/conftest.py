@@ -1,7 +1,11 @@
-"""Shared fixtures.
+"""Shared fixtures and collection rules of the test suite.
 
 float32 is the default. Tests marked ``x64`` run in their own pytest process with
 ``JAX_ENABLE_X64=1`` (``make test`` does both); the flag is never toggled inside a test.
+Tests marked ``multidevice`` need 8 forced CPU devices: ``tests/test_multidevice.py`` runs
+them in a child process and they are deselected everywhere else.
+``jax_numpy_rank_promotion="raise"`` is set in the repository's top-level ``conftest.py``,
+so that it holds for the doctests of ``jaxgap/`` too.
 """
 
 import os
@@ -9,16 +13,23 @@ import os
 import jax
 import pytest
 
-jax.config.update("jax_numpy_rank_promotion", "raise")
-
 X64 = os.environ.get("JAX_ENABLE_X64", "").lower() in ("1", "true", "yes")
+MULTIDEVICE = "--xla_force_host_platform_device_count=8" in os.environ.get("XLA_FLAGS", "")
 
 
 def pytest_collection_modifyitems(config, items):
     skip_x64 = pytest.mark.skip(reason="x64 test: run with JAX_ENABLE_X64=1 (make test does)")
+    kept, deselected = [], []
     for item in items:
+        if "multidevice" in item.keywords and not MULTIDEVICE:
+            deselected.append(item)  # run by test_multidevice.py::test_in_own_process
+            continue
         if "x64" in item.keywords and not X64:
             item.add_marker(skip_x64)
+        kept.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgap.denoisers._base import score
-from jaxgap.denoisers.gaussian import GaussianDenoiser
+from jaxgap.denoisers import GaussianDenoiser, score
 
 D = 6
 
@@ -135,6 +134,17 @@ def test_mmse_closed_form_shape_and_values(problem):
     assert den.mmse(0.5).shape == ()
 
 
+def _psd_factor(cov):
+    """``L [d, d]`` with ``L L^T = cov``, built in float64 NumPy from a clamped eigh.
+
+    Sampling as ``mean + z @ L^T`` never takes a square root of a float32 eigenvalue that
+    rounding made negative (``jax.random.multivariate_normal(method="eigh")`` on a singular
+    float32 covariance can, and then draws all-NaN data on some CPUs).
+    """
+    lam, vec = np.linalg.eigh(np.float64(cov))
+    return vec * np.sqrt(np.maximum(lam, 0.0))
+
+
 @pytest.mark.parametrize("singular", [False, True])
 def test_monte_carlo_loss_matches_mmse(key, singular):
     if singular:
@@ -143,11 +153,14 @@ def test_monte_carlo_loss_matches_mmse(key, singular):
     else:
         rng = np.random.default_rng(2)
         cov, mean = _random_cov(rng, 4), rng.normal(size=4)
+    factor = _psd_factor(cov)
+    np.testing.assert_allclose(factor @ factor.T, cov, rtol=0, atol=1e-12)
     den = GaussianDenoiser(mean, cov)
     n = 100_000  # per sigma; SE of the mean loss from the per-example losses
     k_x, k_eps = jax.random.split(key)
-    x0 = jax.random.multivariate_normal(k_x, jnp.asarray(mean, jnp.float32),
-                                        jnp.asarray(cov, jnp.float32), (n,), method="eigh")
+    z = jax.random.normal(k_x, (n, 4))
+    x0 = jnp.asarray(mean, jnp.float32)[None, :] + z @ jnp.asarray(factor.T, jnp.float32)
+    assert bool(jnp.all(jnp.isfinite(x0)))
     for i, s in enumerate([0.05, 0.3, 1.0, 3.0]):
         eps = jax.random.normal(jax.random.fold_in(k_eps, i), x0.shape)
         per_example = np.asarray(jnp.mean(jnp.square(den(x0 + s * eps, s) - x0), axis=-1),
@@ -230,6 +243,17 @@ def test_jit_vmap_grad_and_no_retrace(problem):
     w = [np.float64(cov) @ np.linalg.inv(np.float64(cov) + si**2 * np.eye(D)) for si in sigma]
     ref_gmean = sum((np.eye(D) - wi).T @ np.ones(D) for wi in w)
     np.testing.assert_allclose(g.mean, ref_gmean, rtol=1e-4, atol=1e-4)
+
+
+def test_eager_calls_compile_once_per_shape(problem):
+    mean, cov, x, sigma = problem
+    den = GaussianDenoiser(mean, cov)
+    den(x, sigma), den.log_prob(x, sigma), den.mmse(sigma)
+    programs = [GaussianDenoiser._denoise, GaussianDenoiser._log_prob, GaussianDenoiser._mmse]
+    before = [p._cached._cache_size() for p in programs]  # equinox.filter_jit's jax.jit
+    for other, s in [(GaussianDenoiser(mean + 1.0, 2.0 * cov), 0.5 * sigma), (den, 3.0)]:
+        other(x, s), other.log_prob(x, s), other.mmse(np.broadcast_to(s, sigma.shape))
+    assert [p._cached._cache_size() for p in programs] == before
 
 
 def test_construction_inside_jit_matches_eager(problem):

@@ -12,9 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgap.denoisers._base import score
-from jaxgap.denoisers.gaussian import GaussianDenoiser
-from jaxgap.denoisers.gmm import GMMDenoiser
+from jaxgap.denoisers import GaussianDenoiser, GMMDenoiser, score
 
 K, D = 3, 5
 
@@ -91,7 +89,7 @@ def test_full_matches_float64_reference(problem):
     assert den.cov_type == "full" and den.eigvecs.shape == (K, D, D)
     ref_d, ref_r, ref_lp = _gmm_ref(weights, means, covs, x, sigma)
     np.testing.assert_allclose(den(x, sigma), ref_d, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(den.posterior(x, sigma), ref_r, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(den.responsibilities(x, sigma), ref_r, rtol=0, atol=1e-5)
     # log p: relative eps32-level error of terms up to ~1e3.
     np.testing.assert_allclose(den.log_prob(x, sigma), ref_lp, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(den.covs, covs, rtol=0, atol=1e-5)
@@ -104,13 +102,14 @@ def test_shapes_and_batch_broadcast(problem):
     x3 = x.reshape(4, 10, D)
     s3 = sigma[::10].reshape(4, 1)
     assert den(x3, s3).shape == (4, 10, D)
-    assert den.posterior(x3, s3).shape == (4, 10, K)
+    assert den.responsibilities(x3, s3).shape == (4, 10, K)
     assert den.log_prob(x3, s3).shape == (4, 10)
     assert den(x[0], 1.0).shape == (D,) and den.log_prob(x[0], 1.0).shape == ()
     looped = np.stack([den(x3[i], float(s3[i, 0])) for i in range(4)])
     # Same arithmetic on differently shaped batches: a few ulps.
     np.testing.assert_allclose(den(x3, s3), looped, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(np.sum(np.asarray(den.posterior(x, sigma)), -1), 1.0, atol=1e-6)
+    resp = np.asarray(den.responsibilities(x, sigma))
+    np.testing.assert_allclose(np.sum(resp, -1), 1.0, atol=1e-6)
 
 
 def test_cov_forms_agree(problem):
@@ -120,7 +119,7 @@ def test_cov_forms_agree(problem):
     full = GMMDenoiser(weights, means, np.stack([np.diag(v) for v in var]))
     diag = GMMDenoiser(weights, means, var)
     assert diag.cov_type == "diag" and diag.eigvecs is None
-    for fn in ("__call__", "posterior", "log_prob"):
+    for fn in ("__call__", "responsibilities", "log_prob"):
         a, b = getattr(full, fn)(x, sigma), getattr(diag, fn)(x, sigma)
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=fn)
     ref_d, ref_r, _ = _gmm_ref(weights, means, np.stack([np.diag(v) for v in var]), x, sigma)
@@ -131,7 +130,7 @@ def test_cov_forms_agree(problem):
     assert iso.cov_type == "iso"
     as_diag = GMMDenoiser(weights, means, np.repeat(iso_var[:, None], D, axis=1))
     as_full = GMMDenoiser(weights, means, iso_var[:, None, None] * np.eye(D, dtype=np.float32))
-    for fn in ("__call__", "posterior", "log_prob"):
+    for fn in ("__call__", "responsibilities", "log_prob"):
         a = getattr(iso, fn)(x, sigma)
         for other in (as_diag, as_full):
             np.testing.assert_allclose(a, getattr(other, fn)(x, sigma), rtol=1e-5, atol=1e-5,
@@ -145,7 +144,7 @@ def test_single_component_equals_gaussian(problem):
         gauss = GaussianDenoiser(means[0], c)
         np.testing.assert_allclose(gmm(x, sigma), gauss(x, sigma), rtol=0, atol=1e-5)
         np.testing.assert_allclose(gmm.log_prob(x, sigma), gauss.log_prob(x, sigma), rtol=1e-6)
-        np.testing.assert_allclose(gmm.posterior(x, sigma), 1.0)
+        np.testing.assert_allclose(gmm.responsibilities(x, sigma), 1.0)
 
 
 def test_tweedie_score_is_grad_log_prob(problem):
@@ -259,6 +258,26 @@ def test_jit_vmap_grad_and_no_retrace(problem):
     np.testing.assert_allclose(traced, den(x, sigma), atol=1e-4)
 
 
+def test_eager_calls_compile_once_per_shape(problem):
+    weights, means, covs, x, sigma = problem
+    den = GMMDenoiser(weights, means, covs)
+    den(x, sigma), den.log_prob(x, sigma), den.responsibilities(x, sigma)
+    programs = [GMMDenoiser._denoise, GMMDenoiser._log_prob, GMMDenoiser._responsibilities]
+    before = [p._cached._cache_size() for p in programs]  # equinox.filter_jit's jax.jit
+    for other, s in [(GMMDenoiser(2.0 * weights, means + 1.0, 2.0 * covs), 0.5 * sigma),
+                     (den, 3.0)]:
+        other(x, s), other.log_prob(x, s), other.responsibilities(x, s)
+    assert [p._cached._cache_size() for p in programs] == before
+
+
+def test_posterior_is_a_deprecated_alias_of_responsibilities(problem):
+    weights, means, covs, x, sigma = problem
+    den = GMMDenoiser(weights, means, covs)
+    with pytest.warns(DeprecationWarning, match="responsibilities"):
+        old = den.posterior(x, sigma)
+    np.testing.assert_array_equal(old, den.responsibilities(x, sigma))
+
+
 def _bad_cases():
     w, m, c = np.ones(2), np.zeros((2, 3)), np.stack([np.eye(3)] * 2)
     den = GMMDenoiser(w, m, c)
@@ -286,13 +305,13 @@ def _bad_cases():
         ("covs", lambda: GMMDenoiser(w, m, nonpsd)),
         ("covs", lambda: GMMDenoiser(w, m, np.array([1.0, np.nan]))),
         ("x", lambda: den(np.zeros((4, 2)), 1.0)),
-        ("x", lambda: den.posterior(np.zeros((4, 4)), 1.0)),
+        ("x", lambda: den.responsibilities(np.zeros((4, 4)), 1.0)),
         ("x", lambda: den.log_prob(np.zeros(()), 1.0)),
         ("sigma", lambda: den(x, 0.0)),
         ("sigma", lambda: den(x, -0.5)),
         ("sigma", lambda: den(x, np.nan)),
         ("sigma", lambda: den(x, np.ones(3))),
-        ("sigma", lambda: den.posterior(x, np.ones((4, 2)))),
+        ("sigma", lambda: den.responsibilities(x, np.ones((4, 2)))),
         ("sigma", lambda: den.log_prob(x, np.array([1.0, 1, 1, 0]))),
     ]
 
@@ -318,7 +337,7 @@ def test_float64_reference_tight():
     assert den.eigvecs.dtype == jnp.float64
     ref_d, ref_r, ref_lp = _gmm_ref(weights, means, covs, x, sigma)
     np.testing.assert_allclose(den(x, sigma), ref_d, atol=1e-10)
-    np.testing.assert_allclose(den.posterior(x, sigma), ref_r, atol=1e-10)
+    np.testing.assert_allclose(den.responsibilities(x, sigma), ref_r, atol=1e-10)
     np.testing.assert_allclose(den.log_prob(x, sigma), ref_lp, rtol=1e-10)
     emp = GMMDenoiser(weights, means, np.zeros(K))
     np.testing.assert_allclose(emp(x, sigma), _empirical_ref(weights, means, x, sigma),

@@ -13,93 +13,17 @@ the mean for every ``sigma > 0``.
 
 from __future__ import annotations
 
-import math
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from jaxgap._checks import float_array, is_concrete, positive_float, shape_str, sigma_array
-from jaxgap.denoisers._base import Denoiser
-from jaxgap.denoisers._base import compiled as _compiled
-
-# Closed-form denoisers are references: float32 matmuls at full precision (no TF32/bf16 passes
-# on GPU/TPU).
-_HIGHEST = jax.lax.Precision.HIGHEST
-_LOG_2PI = math.log(2.0 * math.pi)
+from jaxgap._checks import float_array, positive_float, shape_str, sigma_array
+from jaxgap._jit import jit
+from jaxgap.denoisers._base import ClosedForm
+from jaxgap.denoisers._linalg import HIGHEST, LOG_2PI, param_dtype, psd_eigh, shrink
 
 
-def _param_dtype(*arrays) -> jnp.dtype:
-    """Floating dtype of the parameters: the promoted input dtype, at least float32."""
-    return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
-
-
-def _default_rtol(dtype) -> float:
-    """Relative tolerance of the symmetry/PSD checks, as a fraction of the largest |eigenvalue|.
-
-    ``1e3 * eps`` for 32-bit and ``1e6 * eps`` for 64-bit floats (about 1.2e-4 and 2.2e-10):
-    rounding in a covariance estimated in that precision stays well below it.
-    """
-    eps = float(jnp.finfo(dtype).eps)
-    return (1e3 if jnp.dtype(dtype).itemsize <= 4 else 1e6) * eps
-
-
-def _psd_eigh(cov: jax.Array, name: str, dtype, rtol: float | None):
-    """Eigendecomposition of symmetric PSD matrices ``cov: [d, d]`` or ``[K, d, d]``, checked.
-
-    Concrete inputs are checked (symmetric within ``rtol * max|C_ij|``, eigenvalues
-    ``>= -rtol * max|lambda|``, per matrix; default ``rtol`` from ``cov``'s own dtype) and
-    decomposed in float64 NumPy; eigenvalues in ``[-rtol * max|lambda|, 0)`` are rounding and
-    clamped to 0. Traced inputs (construction inside jit) are symmetrized and decomposed with
-    ``jnp.linalg.eigh`` in ``dtype``, negatives clamped, without value checks.
-
-    Returns:
-      ``(eigvals [..., d], eigvecs [..., d, d])`` in ``dtype``; the columns of ``eigvecs`` are
-      the eigenvectors.
-    """
-    if rtol is None:  # the precision the covariance was given in, not the promoted one
-        rtol = _default_rtol(_param_dtype(cov))
-    if not is_concrete(cov):
-        sym = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
-        lam, vec = jnp.linalg.eigh(sym.astype(dtype))
-        return jnp.maximum(lam, 0.0), vec
-    c = np.asarray(cov, dtype=np.float64)
-    batched = c.ndim == 3
-    cb = c if batched else c[None]
-
-    def where(k):
-        return f" (component {k})" if batched else ""
-
-    scale = np.max(np.abs(cb), axis=(1, 2))
-    asym = np.max(np.abs(cb - np.swapaxes(cb, 1, 2)), axis=(1, 2))
-    bad = np.flatnonzero(asym > rtol * scale)
-    if bad.size:
-        k = int(bad[0])
-        raise ValueError(
-            f"{name}: expected a symmetric matrix{where(k)}, got max |C - C^T| = {asym[k]:.3g} "
-            f"(tolerance {rtol * scale[k]:.3g})")
-    lam, vec = np.linalg.eigh(0.5 * (cb + np.swapaxes(cb, 1, 2)))
-    tol = rtol * np.max(np.abs(lam), axis=1)
-    bad = np.flatnonzero(np.min(lam, axis=1) < -tol)
-    if bad.size:
-        k = int(bad[0])
-        raise ValueError(
-            f"{name}: expected a positive semi-definite matrix{where(k)}, got eigenvalue "
-            f"{np.min(lam[k]):.3g} (rounding tolerance {tol[k]:.3g})")
-    lam = np.maximum(lam, 0.0)
-    if not batched:
-        lam, vec = lam[0], vec[0]
-    return jnp.asarray(lam, dtype=dtype), jnp.asarray(vec, dtype=dtype)
-
-
-def _shrink(lam: jax.Array, denom: jax.Array) -> jax.Array:
-    """``lam / denom`` with ``0 / 0 = 0`` (zero variance, sigma^2 underflowed), safe for grad."""
-    ok = denom > 0
-    return jnp.where(ok, lam / jnp.where(ok, denom, 1.0), 0.0)
-
-
-class GaussianDenoiser(Denoiser):
+class GaussianDenoiser(ClosedForm):
     r"""Optimal denoiser of ``N(mean, cov)``: the Wiener filter.
 
     .. math::
@@ -134,8 +58,12 @@ class GaussianDenoiser(Denoiser):
       Kaiser and Kollmann, arXiv 2603.13419 (2026).
 
     Example:
-      >>> den = GaussianDenoiser(jnp.zeros(2), jnp.diag(jnp.array([1.0, 0.0])))
-      >>> den(jnp.array([2.0, 2.0]), 1.0)  # [1., 0.]: half the variance, and none
+      >>> import jax.numpy as jnp
+      >>> den = GaussianDenoiser(jnp.ones(2), jnp.diag(jnp.array([1.0, 0.0])))
+      >>> den(jnp.array([3.0, 3.0]), 1.0)  # shrinks x - mean by 1/2 and by 0
+      Array([2., 1.], dtype=float32)
+      >>> den.mmse(1.0)  # (1 * 1 / (1 + 1) + 0) / 2
+      Array(0.25, dtype=float32)
     """
 
     _fields = ("mean", "eigvals", "eigvecs")
@@ -155,8 +83,8 @@ class GaussianDenoiser(Denoiser):
                 f"cov: expected shape [{d}, {d}] (d from mean), got shape {shape_str(cov.shape)}")
         if rtol is not None:
             rtol = positive_float(rtol, "rtol", allow_zero=True)
-        dtype = _param_dtype(mean, cov)
-        self.eigvals, self.eigvecs = _psd_eigh(cov, "cov", dtype, rtol)
+        dtype = param_dtype(mean, cov)
+        self.eigvals, self.eigvecs = psd_eigh(cov, "cov", dtype, rtol)
         self.mean = mean.astype(dtype)
         self.dim = d
 
@@ -189,7 +117,7 @@ class GaussianDenoiser(Denoiser):
         n, d = x.shape
         mean = jnp.mean(x, axis=0)
         xc = x - mean[None, :]
-        cov = jnp.matmul(xc.T, xc, precision=_HIGHEST) / n
+        cov = jnp.matmul(xc.T, xc, precision=HIGHEST) / n
         if a > 0.0:
             cov = (1.0 - a) * cov + a * (jnp.trace(cov) / d) * jnp.eye(d, dtype=cov.dtype)
         return cls(mean, cov, rtol=rtol)
@@ -198,23 +126,21 @@ class GaussianDenoiser(Denoiser):
     def cov(self) -> Float[Array, "d d"]:
         """``[d, d]`` covariance as used: ``V diag(lambda) V^T`` (symmetrized, clamped)."""
         return jnp.matmul(self.eigvecs * self.eigvals[None, :], self.eigvecs.T,
-                          precision=_HIGHEST)
+                          precision=HIGHEST)
 
     def _rotate(self, x, sigma):
         """Flatten the batch; return ``(shape, z [M, d], lambda + sigma^2 [M, d])``."""
         shape = x.shape
         x2 = x.reshape(-1, self.dim)
         s2 = jnp.square(sigma.reshape(-1, 1))
-        z = jnp.matmul(x2 - self.mean[None, :], self.eigvecs, precision=_HIGHEST)
+        z = jnp.matmul(x2 - self.mean[None, :], self.eigvecs, precision=HIGHEST)
         return shape, z, self.eigvals[None, :] + s2
 
+    @jit
     def _denoise(self, x, sigma):
-        return _gaussian_denoise(self, x, sigma)
-
-    def _denoise_impl(self, x, sigma):
         shape, z, denom = self._rotate(x, sigma)
-        shrunk = _shrink(self.eigvals[None, :], denom) * z
-        out = self.mean[None, :] + jnp.matmul(shrunk, self.eigvecs.T, precision=_HIGHEST)
+        shrunk = shrink(self.eigvals[None, :], denom) * z
+        out = self.mean[None, :] + jnp.matmul(shrunk, self.eigvecs.T, precision=HIGHEST)
         return out.reshape(shape)
 
     def log_prob(self, x: Float[ArrayLike, "*batch d"],
@@ -234,11 +160,12 @@ class GaussianDenoiser(Denoiser):
           ``[...]`` log-densities.
         """
         x, sigma = self._check_inputs(x, sigma)
-        return _gaussian_log_prob(self, x, sigma)
+        return self._log_prob(x, sigma)
 
-    def _log_prob_impl(self, x, sigma):
+    @jit
+    def _log_prob(self, x, sigma):
         shape, z, denom = self._rotate(x, sigma)
-        lp = -0.5 * jnp.sum(jnp.square(z) / denom + jnp.log(denom) + _LOG_2PI, axis=-1)
+        lp = -0.5 * jnp.sum(jnp.square(z) / denom + jnp.log(denom) + LOG_2PI, axis=-1)
         return lp.reshape(shape[:-1])
 
     def mmse(self, sigma: Float[ArrayLike, "*s"] | float) -> Float[Array, "*s"]:
@@ -256,16 +183,13 @@ class GaussianDenoiser(Denoiser):
         """
         shape = np.shape(sigma)
         sig = sigma_array(sigma, "sigma", shape, dtype=self.eigvals.dtype)
-        return _gaussian_mmse(self, sig)
+        return self._mmse(sig)
 
-    def _mmse_impl(self, sig):
+    @jit
+    def _mmse(self, sig):
         shape = sig.shape
         s2 = jnp.square(sig.reshape(-1, 1))
         lam = self.eigvals[None, :]
-        per_dim = _shrink(lam, lam + s2) * s2
+        per_dim = shrink(lam, lam + s2) * s2
         return jnp.mean(per_dim, axis=-1).reshape(shape)
 
-
-_gaussian_denoise = _compiled("_denoise_impl")
-_gaussian_log_prob = _compiled("_log_prob_impl")
-_gaussian_mmse = _compiled("_mmse_impl")

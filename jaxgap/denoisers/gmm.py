@@ -15,7 +15,7 @@ denoiser of the weighted empirical distribution ``sum_k w_k delta(mu_k)``.
 
 from __future__ import annotations
 
-import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -23,13 +23,12 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from jaxgap._checks import float_array, is_concrete, positive_float, shape_str
-from jaxgap.denoisers._base import Denoiser
-from jaxgap.denoisers.gaussian import _HIGHEST, _compiled, _param_dtype, _psd_eigh, _shrink
+from jaxgap._jit import jit
+from jaxgap.denoisers._base import ClosedForm
+from jaxgap.denoisers._linalg import HIGHEST, LOG_2PI, param_dtype, psd_eigh, shrink
 
-_LOG_2PI = math.log(2.0 * math.pi)
 
-
-class GMMDenoiser(Denoiser):
+class GMMDenoiser(ClosedForm):
     r"""Optimal denoiser of a Gaussian mixture ``sum_k w_k N(mu_k, C_k)``.
 
     .. math::
@@ -73,8 +72,13 @@ class GMMDenoiser(Denoiser):
       space of diffusion-based generative models" (NeurIPS 2022), Eq. (3) (EDM convention).
 
     Example:
+      >>> import jax.numpy as jnp
       >>> den = GMMDenoiser(jnp.ones(2), jnp.array([[-1.0, 0.0], [1.0, 0.0]]), jnp.zeros(2))
-      >>> den(jnp.array([[0.3, 0.0]]), 0.5)  # softmax-weighted mean of the two points
+      >>> r = den.responsibilities(jnp.array([0.0, 0.0]), 0.5)  # halfway: equal odds
+      >>> r.round(4).tolist()
+      [0.5, 0.5]
+      >>> den(jnp.array([[0.3, 0.0]]), 0.5).round(4)  # tanh(0.3 / 0.5**2) towards +1
+      Array([[0.8337, 0.    ]], dtype=float32)
     """
 
     _fields = ("weights", "means", "variances", "eigvecs")
@@ -106,10 +110,10 @@ class GMMDenoiser(Denoiser):
                 f"got shape {shape_str(covs.shape)}")
         if rtol is not None:
             rtol = positive_float(rtol, "rtol", allow_zero=True)
-        dtype = _param_dtype(weights, means, covs)
+        dtype = param_dtype(weights, means, covs)
         if covs.ndim == 3:
             self.cov_type = "full"
-            self.variances, self.eigvecs = _psd_eigh(covs, "covs", dtype, rtol)
+            self.variances, self.eigvecs = psd_eigh(covs, "covs", dtype, rtol)
         else:
             self.cov_type = "diag" if covs.ndim == 2 else "iso"
             if is_concrete(covs) and not np.all(np.asarray(covs) >= 0):
@@ -131,12 +135,12 @@ class GMMDenoiser(Denoiser):
         if self.cov_type != "full":
             return self.variances
         return jnp.einsum("kij,klj->kil", self.eigvecs * self.variances[:, None, :],
-                          self.eigvecs, precision=_HIGHEST)
+                          self.eigvecs, precision=HIGHEST)
 
     @property
     def mean(self) -> Float[Array, " d"]:
         """``[d]`` mixture mean ``sum_k w_k mu_k`` (the limit of ``D`` as sigma -> inf)."""
-        return jnp.matmul(self.weights, self.means, precision=_HIGHEST)
+        return jnp.matmul(self.weights, self.means, precision=HIGHEST)
 
     def _terms(self, x2, s2):
         """Per-component quantities for ``x2: [M, d]``, ``s2 = sigma^2: [M]``.
@@ -148,7 +152,7 @@ class GMMDenoiser(Denoiser):
         r = x2[:, None, :] - self.means[None, :, :]
         lam = self.variances
         if self.cov_type == "full":
-            z = jnp.einsum("mkd,kdj->mkj", r, self.eigvecs, precision=_HIGHEST)
+            z = jnp.einsum("mkd,kdj->mkj", r, self.eigvecs, precision=HIGHEST)
         else:
             z = r
         if self.cov_type == "iso":
@@ -165,23 +169,21 @@ class GMMDenoiser(Denoiser):
     def _flat(self, x, sigma):
         return x.reshape(-1, self.dim), jnp.square(sigma.reshape(-1))
 
+    @jit
     def _denoise(self, x, sigma):
-        return _gmm_denoise(self, x, sigma)
-
-    def _denoise_impl(self, x, sigma):
         x2, s2 = self._flat(x, sigma)
         logits, z, denom = self._terms(x2, s2)
         resp = jax.nn.softmax(logits, axis=-1)
         lam = self.variances
         if self.cov_type == "full":
-            shrunk = _shrink(lam[None, :, :], denom) * z
-            offset = jnp.einsum("mkj,kdj->mkd", shrunk, self.eigvecs, precision=_HIGHEST)
+            shrunk = shrink(lam[None, :, :], denom) * z
+            offset = jnp.einsum("mkj,kdj->mkd", shrunk, self.eigvecs, precision=HIGHEST)
         elif self.cov_type == "diag":
-            offset = _shrink(lam[None, :, :], denom) * z
+            offset = shrink(lam[None, :, :], denom) * z
         else:
-            offset = _shrink(lam[None, :], denom)[:, :, None] * z
+            offset = shrink(lam[None, :], denom)[:, :, None] * z
         comp = self.means[None, :, :] + offset
-        out = jnp.einsum("mk,mkd->md", resp, comp, precision=_HIGHEST)
+        out = jnp.einsum("mk,mkd->md", resp, comp, precision=HIGHEST)
         return out.reshape(x.shape)
 
     def log_prob(self, x: Float[ArrayLike, "*batch d"],
@@ -196,17 +198,20 @@ class GMMDenoiser(Denoiser):
           ``[...]`` log-densities (a log-sum-exp over components).
         """
         x, sigma = self._check_inputs(x, sigma)
-        return _gmm_log_prob(self, x, sigma)
+        return self._log_prob(x, sigma)
 
-    def _log_prob_impl(self, x, sigma):
+    @jit
+    def _log_prob(self, x, sigma):
         x2, s2 = self._flat(x, sigma)
         logits, _, _ = self._terms(x2, s2)
-        lp = jax.nn.logsumexp(logits, axis=-1) - 0.5 * self.dim * _LOG_2PI
+        lp = jax.nn.logsumexp(logits, axis=-1) - 0.5 * self.dim * LOG_2PI
         return lp.reshape(x.shape[:-1])
 
-    def posterior(self, x: Float[ArrayLike, "*batch d"],
-                  sigma: Float[ArrayLike, "*batch"] | float) -> Float[Array, "*batch K"]:
+    def responsibilities(self, x: Float[ArrayLike, "*batch d"],
+                         sigma: Float[ArrayLike, "*batch"] | float) -> Float[Array, "*batch K"]:
         r"""Responsibilities ``r_k(x, sigma) = P(component k | x_sigma = x)``.
+
+        .. math:: r_k \propto w_k\, \mathcal N(x; \mu_k, C_k + \sigma^2 I)
 
         Args:
           x: ``[..., d]``.
@@ -216,15 +221,18 @@ class GMMDenoiser(Denoiser):
           ``[..., K]``, summing to 1 over the last axis.
         """
         x, sigma = self._check_inputs(x, sigma)
-        return _gmm_posterior(self, x, sigma)
+        return self._responsibilities(x, sigma)
 
-    def _posterior_impl(self, x, sigma):
+    def posterior(self, x, sigma):
+        """Deprecated alias of :meth:`responsibilities` (kept for one release)."""
+        warnings.warn("GMMDenoiser.posterior is deprecated and will be removed in the next "
+                      "release; use GMMDenoiser.responsibilities (same values)",
+                      DeprecationWarning, stacklevel=2)
+        return self.responsibilities(x, sigma)
+
+    @jit
+    def _responsibilities(self, x, sigma):
         x2, s2 = self._flat(x, sigma)
         logits, _, _ = self._terms(x2, s2)
         resp = jax.nn.softmax(logits, axis=-1)
         return resp.reshape(x.shape[:-1] + (self.num_components,))
-
-
-_gmm_denoise = _compiled("_denoise_impl")
-_gmm_log_prob = _compiled("_log_prob_impl")
-_gmm_posterior = _compiled("_posterior_impl")

@@ -14,10 +14,13 @@ straight through ``jax.jit``; differentiate with ``nnx.split``/``nnx.merge`` or
 ``nnx.value_and_grad``.
 
 Example:
+  >>> import jax, jax.numpy as jnp
   >>> from flax import nnx
   >>> from jaxgap import nets
-  >>> D = nets.UNetDenoiser((8, 8, 1), rngs=nnx.Rngs(0))     # doctest: +SKIP
-  >>> x_hat = jax.jit(lambda D, x, s: D(x, s))(D, x, sigma)   # doctest: +SKIP
+  >>> D = nets.MLPDenoiser(16, width=16, depth=1, emb_dim=8, rngs=nnx.Rngs(0))
+  >>> x, sigma = jnp.zeros((4, 16)), jnp.full((4,), 0.5)
+  >>> jax.jit(lambda D, x, s: D(x, s))(D, x, sigma).shape   # D passes through jit
+  (4, 16)
 
 References:
   T. Karras, M. Aittala, T. Aila, S. Laine. Elucidating the Design Space of Diffusion-Based

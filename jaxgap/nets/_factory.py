@@ -7,9 +7,9 @@ import math
 from flax import nnx
 
 from jaxgap._checks import positive_int
-from jaxgap.nets._precond import EDMPrecond
+from jaxgap.nets._precond import EDMPrecond, check_image_shape
 from jaxgap.nets.mlp import MLPDenoiser
-from jaxgap.nets.unet import UNetDenoiser, _image_shape
+from jaxgap.nets.unet import UNetDenoiser
 
 __all__ = ["DENOISER_KINDS", "make_denoiser"]
 
@@ -38,8 +38,11 @@ def make_denoiser(kind: str, dim: int, image_shape=None, *, seed: int = 0,
         ``dim`` or ``seed``.
 
     Example:
-      >>> ds = jaxgap.data.load("digits")                                   # doctest: +SKIP
-      >>> D = make_denoiser("unet", ds.dim, ds.image_shape, seed=0)         # doctest: +SKIP
+      >>> from flax import nnx
+      >>> from jaxgap.nets import param_count
+      >>> D = nnx.eval_shape(lambda: make_denoiser("unet", 64, (8, 8, 1)))  # shapes only
+      >>> D.image_shape, param_count(D)
+      ((8, 8, 1), 127649)
     """
     if kind not in DENOISER_KINDS:
         raise ValueError(f"kind: expected one of {', '.join(map(repr, DENOISER_KINDS))}, "
@@ -47,7 +50,7 @@ def make_denoiser(kind: str, dim: int, image_shape=None, *, seed: int = 0,
     dim = positive_int(dim, "dim")
     seed = positive_int(seed, "seed", minimum=0)
     if image_shape is not None:
-        image_shape = _image_shape(image_shape)
+        image_shape = check_image_shape(image_shape)
         if math.prod(image_shape) != dim:
             raise ValueError(f"image_shape: expected a shape with product d = {dim}, got "
                              f"{image_shape} (product {math.prod(image_shape)})")

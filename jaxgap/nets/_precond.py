@@ -1,4 +1,4 @@
-r"""EDM preconditioning around a raw network, and small shared helpers.
+r"""EDM preconditioning around a raw network, and small helpers shared by the nets.
 
 A raw network ``F(x_in, c_noise)`` becomes a denoiser obeying jaxgap's protocol
 ``D(x, sigma) -> x_hat`` (Karras et al., 2022, Table 1):
@@ -26,8 +26,20 @@ from flax import nnx
 from jaxtyping import Array, ArrayLike, Float
 
 from jaxgap._checks import float_array, positive_float, positive_int, sigma_shape
+from jaxgap._jit import jit
 
-__all__ = ["EDMPrecond", "param_count"]
+__all__ = ["EDMPrecond", "check_image_shape", "param_count"]
+
+
+def check_image_shape(image_shape) -> tuple[int, int, int]:
+    """Check ``(H, W, C)`` (positive ints); return it as a tuple."""
+    try:
+        shape = tuple(image_shape)
+    except TypeError as err:
+        raise ValueError(f"image_shape: expected (H, W, C), got {image_shape!r}") from err
+    if len(shape) != 3:
+        raise ValueError(f"image_shape: expected (H, W, C) with 3 entries, got {shape!r}")
+    return tuple(positive_int(s, "image_shape") for s in shape)
 
 
 def _sigma_batch(sigma, batch_shape: tuple[int, ...], dtype):
@@ -77,13 +89,20 @@ class EDMPrecond(nnx.Module):
       sigma_data: :math:`\sigma_d` (a Python float, static in the pytree).
 
     Example:
-      >>> D = EDMPrecond(MLP(64, rngs=nnx.Rngs(0)), 64, sigma_data=0.5)  # doctest: +SKIP
-      >>> D(x, 0.3).shape == x.shape                                     # doctest: +SKIP
+      >>> from jaxgap.nets import MLP
+      >>> D = EDMPrecond(MLP(16, width=16, depth=1, emb_dim=8, rngs=nnx.Rngs(0)), 16)
+      >>> x = jnp.ones((3, 16))
+      >>> D(x, 0.5).shape
+      (3, 16)
+      >>> D(x, 0.5).round(4)[0, :4]  # F = 0 at initialization: D = c_skip x = x / 2
+      Array([0.5, 0.5, 0.5, 0.5], dtype=float32)
 
     References:
       Karras et al. (2022), Table 1 ("Network and preconditioning") and Eq. (7);
       NVlabs/edm ``training/networks.py::EDMPrecond.forward``.
     """
+
+    conditional = False  # the protocol D(x, sigma), read by jaxgap's consumers
 
     def __init__(self, net: Any, dim: int, *, sigma_data: float = 0.5):
         if not callable(net):
@@ -112,11 +131,17 @@ class EDMPrecond(nnx.Module):
         """
         x = float_array(x, "x", min_ndim=1, dim=self.dim, allow_empty=True, finite=False)
         sigma = _sigma_batch(sigma, x.shape[:-1], x.dtype)
-        return _denoise(self, x, sigma)
+        return self._denoise(x, sigma)
 
+    @jit
     def _denoise(self, x: Float[Array, "*batch d"],
                  sigma: Float[Array, "*batch"]) -> Float[Array, "*batch d"]:
-        """EDM's preconditioning on checked inputs; ``F`` sees a flat batch ``[n, d]``."""
+        """EDM's preconditioning on checked inputs; ``F`` sees a flat batch ``[n, d]``.
+
+        Compiled (:func:`jaxgap._jit.jit`): an eager call runs one program per input shape
+        and module structure (the module's arrays are traced, so new parameter values reuse
+        it); inside a caller's jit/vmap/grad it is inlined.
+        """
         batch_shape = x.shape[:-1]
         n = math.prod(batch_shape)
         x = x.reshape(n, self.dim)
@@ -134,12 +159,6 @@ class EDMPrecond(nnx.Module):
         return d_x.reshape(*batch_shape, self.dim)
 
 
-# Eager calls run one compiled program per input shape instead of dispatching op by op (the
-# model is a pytree argument, so new parameter values reuse the program); inside a caller's
-# jit/vmap/grad this inner jit is simply inlined.
-_denoise = jax.jit(lambda model, x, sigma: model._denoise(x, sigma))
-
-
 def param_count(model: Any) -> int:
     """Number of trainable scalars (``nnx.Param`` entries) of a flax ``nnx`` model.
 
@@ -149,6 +168,15 @@ def param_count(model: Any) -> int:
 
     Returns:
       The total size of all ``nnx.Param`` arrays, a Python int.
+
+    Raises:
+      ValueError: ``model`` is not an ``nnx.Module``.
+
+    Example:
+      >>> from jaxgap.nets import MLPDenoiser
+      >>> param_count(nnx.eval_shape(lambda: MLPDenoiser(4, width=8, depth=0, emb_dim=4,
+      ...                                                rngs=nnx.Rngs(0))))
+      132
     """
     if not isinstance(model, nnx.Module):
         raise ValueError(f"model: expected a flax nnx.Module, got {type(model).__name__}")

@@ -92,8 +92,10 @@ class MLPDenoiser(EDMPrecond):
       rngs: ``nnx.Rngs`` (e.g. ``nnx.Rngs(0)``); the same seed gives the same weights.
 
     Example:
-      >>> D = MLPDenoiser(64, rngs=nnx.Rngs(0))           # doctest: +SKIP
-      >>> x_hat = D(ds.train[:8], jnp.full((8,), 0.5))    # [8, 64]  doctest: +SKIP
+      >>> import jax.numpy as jnp
+      >>> D = MLPDenoiser(16, width=16, depth=1, emb_dim=8, rngs=nnx.Rngs(0))
+      >>> D(jnp.zeros((8, 16)), jnp.full((8,), 0.5)).shape  # per-example noise levels
+      (8, 16)
 
     References:
       Karras et al. (2022), Table 1 and Eq. (7).

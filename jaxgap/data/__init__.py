@@ -1,0 +1,137 @@
+"""Datasets: the embedded 8x8 digits, synthetic data with a known truth, and user arrays.
+
+Every dataset is a :class:`Dataset` holding flattened host arrays ``train: [n_train, d]`` and
+``val: [n_val, d]`` (numpy float32, read-only); JAX consumers convert with ``jnp.asarray``.
+Images are flattened in row-major order from ``image_shape`` (height, width, channels: HWC),
+so ``ds.train.reshape(-1, *ds.image_shape)`` gives the images back.
+
+Synthetic datasets carry their generating distribution as a :class:`Truth` (a Gaussian
+mixture; a single Gaussian is one component), so closed-form denoisers, population losses
+and theory can be compared with the finite sample.
+
+Data values are checked where they enter: :func:`load` (through :class:`Dataset`) refuses
+NaN/inf entries and non-numeric arrays, so nothing downstream reads them back to check again.
+The loaders live in private modules (``_builtin``: digits and synthetic data, ``_files``:
+npz/npy arrays, ``_dataset``: the containers); import everything from :mod:`jaxgap.data`.
+
+All randomness comes from ``numpy.random.default_rng(seed)``; the same ``name``, ``seed`` and
+keywords give identical arrays, and no global random state is read or written.
+
+Example:
+  >>> from jaxgap import data
+  >>> ds = data.load("digits", seed=0)
+  >>> ds.train.shape, ds.val.shape, ds.image_shape
+  ((1497, 64), (300, 64), (8, 8, 1))
+  >>> g = data.load("gaussian", dim=16, alpha=1.0, num_train=100)
+  >>> g.truth.covs.shape
+  (1, 16, 16)
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from jaxgap.data._builtin import load_digits, load_gaussian, load_gmm, load_manifold
+from jaxgap.data._dataset import Dataset, Truth
+from jaxgap.data._files import load_file
+
+__all__ = ["DATASET_NAMES", "Dataset", "Truth", "load"]
+
+#: Names accepted by :func:`load` (file-backed ones take a path after the colon).
+DATASET_NAMES = ("digits", "gaussian", "gmm", "manifold", "npz:PATH", "npy:PATH")
+
+
+_BUILTIN: dict[str, Callable[..., Dataset]] = {
+    "digits": load_digits,
+    "gaussian": load_gaussian,
+    "gmm": load_gmm,
+    "manifold": load_manifold,
+}
+
+
+def load(name: str = "digits", *, seed: int = 0, **kwargs: Any) -> Dataset:
+    """Load a dataset by name.
+
+    Names and their keywords (defaults shown):
+
+    - ``"digits"`` (``num_val=300``): the 1797 UCI 8x8 handwritten digits shipped with
+      scikit-learn (no network). Pixels ``0..16`` are mapped to ``[-1, 1]`` by ``x / 8 - 1``;
+      a seeded random split leaves ``1797 - num_val`` training images; labels ``0..9`` kept;
+      ``image_shape = (8, 8, 1)``; ``d = 64``.
+    - ``"gaussian"`` (``num_train=1000, num_val=1000, dim=64, alpha=1.0, scale=1.0``):
+      ``x ~ N(0, U diag(lambda) U^T)`` with a power-law spectrum and a Haar-random rotation
+      ``U`` (sign-fixed QR of a Gaussian matrix):
+
+      .. math::
+          \\lambda_k = \\text{scale} \\cdot k^{-\\alpha}, \\quad k = 1, \\dots, d
+
+    - ``"gmm"`` (``num_train=1000, num_val=1000, dim=16, num_components=8,
+      component_std=0.3``): equal-weight mixture of isotropic Gaussians
+      ``N(mu_k, component_std^2 I)`` with means ``mu_k ~ N(0, I)``; the labels are the
+      component indices of each point.
+    - ``"manifold"`` (``num_train=1000, num_val=1000, dim=64, intrinsic_dim=4,
+      noise_std=0.0``): ``x = A z + noise_std * eps`` with ``A: [dim, intrinsic_dim]``
+      orthonormal columns (a random subspace), ``z ~ N(0, I_k)``, ``eps ~ N(0, I_d)``; truth
+      covariance ``A A^T + noise_std^2 I`` (singular when ``noise_std = 0``).
+    - ``"npz:PATH"`` (``num_val=None, channels_first=False``): arrays saved with
+      ``np.savez``. Training/validation arrays are taken from the first present key of
+      ``train, x_train, train_images`` and ``val, x_val, val_images, test, x_test,
+      test_images``; labels from ``train_labels, y_train`` and ``val_labels, y_val,
+      test_labels, y_test``. Without a validation key, the training array (or else one of
+      ``x, data, images``, or else the archive's only non-label array, labels from
+      ``labels, y``) is split with a seeded permutation, ``num_val`` defaulting to
+      ``max(1, n // 10)``. Pickled (object) arrays are refused.
+    - ``"npy:PATH"`` (``num_val=None, channels_first=False``): one array saved with
+      ``np.save``, split as above.
+
+    File arrays have shape ``[n, d]`` (vectors), ``[n, H, W]`` (grayscale; ``image_shape``
+    becomes ``(H, W, 1)``) or ``[n, H, W, C]``; with ``channels_first=True`` a ``[n, C, H, W]``
+    array (as some exporters write CIFAR) is transposed to channels-last first. Points are
+    flattened row-major to ``[n, H * W * C]``. ``uint8`` arrays are mapped to ``[-1, 1]`` by
+    ``x / 127.5 - 1``; other integer and float arrays are converted to float32 unscaled.
+
+    Synthetic datasets draw the truth, the training and the validation points from three
+    independent streams spawned from ``default_rng(seed)``: changing ``num_train`` changes
+    neither the truth nor the validation set.
+
+    Args:
+      name: one of ``"digits"``, ``"gaussian"``, ``"gmm"``, ``"manifold"``, ``"npz:PATH"``,
+        ``"npy:PATH"`` (``~`` in PATH is expanded).
+      seed: non-negative integer seeding every random choice (split, rotation, samples).
+      **kwargs: the dataset's keywords listed above; any other keyword is an error.
+
+    Returns:
+      A :class:`Dataset` with ``train: [n_train, d]`` and ``val: [n_val, d]`` float32.
+
+    Raises:
+      ValueError: unknown name or keyword; missing, unreadable or unusable file; fewer than
+        2 points; NaN/inf or non-numeric data; ``num_val >= n``; non-positive sizes. The
+        message names the offending argument, what was expected and what was received.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"name: expected a str, one of {list(DATASET_NAMES)}, got "
+                         f"{type(name).__name__} {name!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+    seed = int(seed)
+    kind, sep, path = name.partition(":")
+    if sep and kind in ("npz", "npy"):
+        fn: Callable[..., Dataset] = lambda **kw: load_file(kind, path, **kw)
+        params = inspect.signature(load_file).parameters
+    elif name in _BUILTIN:
+        fn = _BUILTIN[name]
+        params = inspect.signature(fn).parameters
+    else:
+        raise ValueError(f"name: expected one of {list(DATASET_NAMES)}, got {name!r}")
+    allowed = sorted(p for p, v in params.items()
+                     if v.kind is inspect.Parameter.KEYWORD_ONLY and p != "seed")
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        label = kind if sep else name
+        raise ValueError(f"{', '.join(unknown)}: unknown keyword argument(s) for dataset "
+                         f"{label!r}; expected some of {allowed}, got {unknown}")
+    return fn(seed=seed, **kwargs)
