@@ -267,11 +267,11 @@ def gap_curve(key, denoiser, train, val, sigmas, *, train_cond=None, val_cond=No
 
     Example:
       >>> import jax
-      >>> from jaxgap import data, noise
+      >>> from jaxgap import noise
       >>> from jaxgap.denoisers import EmpiricalDenoiser
-      >>> ds = data.load("digits")
-      >>> curve = gap_curve(jax.random.key(0), EmpiricalDenoiser(ds.train), ds.train, ds.val,
-      ...                   noise.log_sigmas(8, 0.01, 10.0))
+      >>> train, val = jax.random.normal(jax.random.key(1), (2, 32, 8))
+      >>> curve = gap_curve(jax.random.key(0), EmpiricalDenoiser(train), train, val,
+      ...                   noise.log_sigmas(4, 0.01, 10.0))
       >>> float(curve.train[0]) < 1e-6  # the optimal denoiser memorizes its training set
       True
     """

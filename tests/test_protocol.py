@@ -74,9 +74,10 @@ def _consumers(den, key):
     """Every consumer of the protocol, each returning an array (or a pytree of arrays)."""
     return {
         "per_example_loss": lambda: losses.per_example_loss(key, den, DATA, SIGMAS),
-        "denoising_loss": lambda: losses.denoising_loss(key, den, DATA, SIGMAS, num_noise=2),
+        # Same shapes and options: the four loss consumers share one compiled program.
+        "denoising_loss": lambda: losses.denoising_loss(key, den, DATA, SIGMAS),
         "optimal_loss_identity": lambda: losses.optimal_loss_identity(key, den, DATA, SIGMAS),
-        "gap_curve": lambda: losses.gap_curve(key, den, TRAIN, DATA, SIGMAS)[1:4],
+        "gap_curve": lambda: losses.gap_curve(key, den, DATA, DATA[::-1], SIGMAS)[1:4],
         "euler": lambda: sampling.euler(den, DATA, SCHEDULE),
         "heun": lambda: sampling.heun(den, DATA, SCHEDULE),
         "edm_stochastic": lambda: sampling.edm_stochastic(key, den, DATA, SCHEDULE, s_churn=1.0),
