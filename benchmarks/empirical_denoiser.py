@@ -145,6 +145,9 @@ def main():
     if torch is not None:
         vs_torch = rows[-1]["seconds"] / ours
         print(f"jaxgap speed-up over the torch formula: {vs_torch:.2f}x")
+    else:
+        print("torch row left out: torch is not importable "
+              "(pip install torch==2.13.0, CPU build, to compare)")
     sigmas = [0.01, 0.02, 0.05, 0.1, 0.3, 1.0]
     acc = near_tie_accuracy(*tie, sigmas)
     print(f"\nNear-tie accuracy: max relative error, N={tie[0]}, d={tie[1]}, {tie[2]} queries "

@@ -51,7 +51,11 @@ def float_array(x, name: str, *, ndim: int | None = None, min_ndim: int | None =
             raise ValueError(f"{name}: expected a numeric array, got {type(x).__name__} of objects")
     shape = tuple(x.shape)
     if ndim is not None and len(shape) != ndim:
-        raise ValueError(f"{name}: expected rank {ndim}, got shape {shape_str(shape)}")
+        hint = ""
+        if ndim == 2 and len(shape) > 2:  # image-shaped [n, H, W(, C)]: say how to flatten
+            hint = (f"; flatten the images first: {name}.reshape({shape[0]}, -1) gives "
+                    f"[{shape[0]}, {int(np.prod(shape[1:]))}]")
+        raise ValueError(f"{name}: expected rank {ndim}, got shape {shape_str(shape)}{hint}")
     if min_ndim is not None and len(shape) < min_ndim:
         raise ValueError(f"{name}: expected rank >= {min_ndim}, got shape {shape_str(shape)}")
     if dim is not None and (len(shape) == 0 or shape[-1] != dim):

@@ -275,6 +275,10 @@ def gap_curve(key, denoiser, train, val, sigmas, *, train_cond=None, val_cond=No
       >>> float(curve.train[0]) < 1e-6  # the optimal denoiser memorizes its training set
       True
     """
+    for name, arr in (("train", train), ("val", val)):
+        if np.ndim(arr) == 2 and np.shape(arr)[0] < 2:
+            raise ValueError(f"{name}: expected at least 2 examples (a standard error needs "
+                             f"two), got shape {list(np.shape(arr))}")
     if (train_cond is None) != (val_cond is None):
         missing = "val_cond" if val_cond is None else "train_cond"
         raise ValueError(f"{missing}: expected condition ids for both sets or neither, got None")

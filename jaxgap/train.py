@@ -290,6 +290,9 @@ def _restore(manager, template: dict, step: int) -> dict:
 
 
 def _check_run_folder(workdir: Path, config: TrainConfig, resume: bool) -> None:
+    if resume and not workdir.is_dir():
+        raise ValueError(f"out: --resume given but {workdir} does not exist; drop --resume to "
+                         "start a new run there")
     cfg_path = workdir / CONFIG
     if cfg_path.exists():
         try:

@@ -274,3 +274,11 @@ def test_data_far_from_the_origin_is_centred():
     ref, _ = reference(x, y, 10.0)
     assert max_rel_err(EmpiricalDenoiser(y, num_exact=0)(x, 10.0), ref) < 3e-6
     assert max_rel_err(EmpiricalDenoiser(y)(x, 10.0), ref) < 3e-6
+
+
+def test_image_shaped_training_set_error_says_how_to_flatten():
+    """[n, H, W] images get an error that names the reshape to do (issue 12)."""
+    with pytest.raises(ValueError, match=r"train: expected rank 2, got shape \[5, 2, 3\]; "
+                                         r"flatten the images first: train.reshape\(5, -1\) "
+                                         r"gives \[5, 6\]"):
+        EmpiricalDenoiser(np.zeros((5, 2, 3), np.float32))

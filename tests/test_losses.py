@@ -182,3 +182,14 @@ def test_bad_input(kwargs, match):
     extra = {k: args.pop(k) for k in ("num_noise", "batch_size", "mesh") if k in args}
     with pytest.raises(ValueError, match=match):
         per_example_loss(args["key"], args["denoiser"], args["data"], args["sigmas"], **extra)
+
+
+@pytest.mark.parametrize("which", ["train", "val"])
+def test_gap_curve_needs_two_examples_per_set(which):
+    """One validation (or training) example has no standard error: a clear error, not
+    +- nan at every sigma (issue 12)."""
+    sets = dict(train=np.zeros((4, 2), np.float32), val=np.ones((3, 2), np.float32))
+    sets[which] = sets[which][:1]
+    with pytest.raises(ValueError, match=f"{which}: expected at least 2 examples"):
+        gap_curve(jax.random.PRNGKey(0), lambda x, s: x, sets["train"], sets["val"],
+                  jnp.array([0.5, 1.0]))

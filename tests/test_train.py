@@ -203,3 +203,12 @@ def test_unet_smoke_and_image_shape_check(tmp_path):
     with pytest.raises(ValueError, match="image"):
         train_and_evaluate(TrainConfig(model="unet", data="gaussian", steps=1),
                            tmp_path / "g", progress=False)
+
+
+def test_resume_on_a_missing_folder_is_an_error(tmp_path, capsys):
+    """--resume on a folder that does not exist no longer starts fresh silently (issue 12)."""
+    missing = tmp_path / "nowhere"
+    code, err = _main(capsys, ["--steps", "2", "--out", str(missing), "--resume"])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "does not exist" in err and "--resume" in err
+    assert not missing.exists()
