@@ -67,6 +67,19 @@ def check_mesh(mesh, denoiser=None):
     return mesh
 
 
+def device_text() -> str:
+    """The devices JAX computes on, for a result's metadata: ``"CPU"`` (``"CPU (8
+    devices)"``) or ``"1 x NVIDIA H200 (gpu)"`` (``device_kind`` per kind)."""
+    devices = jax.devices()
+    platform = devices[0].platform
+    if platform == "cpu":
+        return "CPU" if len(devices) == 1 else f"CPU ({len(devices)} devices)"
+    kinds: dict[str, int] = {}
+    for d in devices:
+        kinds[d.device_kind] = kinds.get(d.device_kind, 0) + 1
+    return ", ".join(f"{n} x {kind}" for kind, n in kinds.items()) + f" ({platform})"
+
+
 def place_data(data, mesh):
     """``data`` replicated over ``mesh`` (unchanged when ``mesh`` is None)."""
     return data if mesh is None else jax.device_put(data, NamedSharding(mesh, P()))

@@ -18,7 +18,7 @@ import dataclasses
 import json
 import math
 import os
-import time
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +28,8 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
-from tqdm.auto import tqdm
 
-from jaxgap import _io, _streams
+from jaxgap import _io, _progress, _streams
 from jaxgap import data as _data
 from jaxgap import noise as _noise
 from jaxgap.losses import curve_peak, gap_curve
@@ -39,6 +38,10 @@ from jaxgap.nets import make_denoiser
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
+EVAL_SIZE = 2048
+"""Default number of training and of validation examples evaluated (the first ones of each
+split): evaluating every example of a large set at every sigma costs memory and time while
+the standard errors already resolve the gap."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class TrainConfig:
 
     Attributes:
       data: a :func:`jaxgap.data.load` name.
+      data_options: keywords of :func:`jaxgap.data.load` (``(key, value)`` pairs, e.g.
+        ``(("scale", 255),)``; a dict is accepted and stored sorted).
       model: ``"mlp"`` or ``"unet"``.
       train_size: number of training examples used (``None``: all).
       steps: optimizer steps.
@@ -58,7 +63,8 @@ class TrainConfig:
       ckpt_every: steps between checkpoints (also at the end).
       eval_sigmas, sigma_min, sigma_max: the fixed log grid of the evaluations.
       eval_num_noise: noise draws per example in the evaluations.
-      eval_val_size: validation examples evaluated (``None``: all).
+      eval_train_size, eval_val_size: training and validation examples evaluated, the first
+        ones of each split (``None``: all; default :data:`EVAL_SIZE`).
       width, depth: MLP size; channels: UNet channels per level.
       seed: the one seed of the run (data split, init, data order, noise).
 
@@ -72,6 +78,7 @@ class TrainConfig:
     """
 
     data: str = "digits"
+    data_options: tuple[tuple[str, object], ...] = ()
     model: str = "mlp"
     train_size: int | None = None
     steps: int = 2000
@@ -89,14 +96,29 @@ class TrainConfig:
     sigma_min: float = 0.002
     sigma_max: float = 80.0
     eval_num_noise: int = 1
-    eval_val_size: int | None = None
+    eval_train_size: int | None = EVAL_SIZE
+    eval_val_size: int | None = EVAL_SIZE
     width: int = 256
     depth: int = 4
     channels: tuple[int, ...] = (32, 64)
     seed: int = 0
 
+    def __post_init__(self):
+        if isinstance(self.data_options, dict):
+            object.__setattr__(self, "data_options", tuple(sorted(self.data_options.items())))
+        elif isinstance(self.data_options, (list, tuple)):
+            object.__setattr__(self, "data_options", tuple(
+                tuple(kv) if isinstance(kv, (list, tuple)) else kv for kv in self.data_options))
+
     def validate(self) -> TrainConfig:
         """Check every field; raise ``ValueError`` naming the first bad one."""
+        opts = self.data_options
+        if not (isinstance(opts, tuple) and all(isinstance(kv, tuple) and len(kv) == 2
+                                                and isinstance(kv[0], str) for kv in opts)):
+            raise ValueError(f"data_options: expected (name, value) pairs or a dict, got "
+                             f"{opts!r}")
+        if any(k == "seed" for k, _ in opts):
+            raise ValueError("data_options: the data seed is the run's seed; got seed=...")
         if self.model not in ("mlp", "unet"):
             raise ValueError(f"model: expected 'mlp' or 'unet', got {self.model!r}")
         for name in ("steps", "batch_size", "eval_every", "ckpt_every", "eval_sigmas",
@@ -104,7 +126,7 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-        for name in ("train_size", "eval_val_size"):
+        for name in ("train_size", "eval_train_size", "eval_val_size"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name}: expected a positive integer or None, got {v!r}")
@@ -126,7 +148,9 @@ class TrainConfig:
         return self
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        doc = dataclasses.asdict(self)
+        doc["data_options"] = dict(self.data_options)
+        return json.dumps(doc, indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -146,7 +170,7 @@ class TrainConfig:
 
 def load_data(config: TrainConfig):
     """The run's dataset, cut to ``train_size``; raises ValueError if too large."""
-    ds = _data.load(config.data, seed=config.seed)
+    ds = _data.load(config.data, seed=config.seed, **dict(config.data_options))
     if config.train_size is not None:
         if config.train_size > ds.num_train:
             raise ValueError(f"train_size: expected at most {ds.num_train} (the training "
@@ -321,18 +345,25 @@ def _evaluate(key, model_of, state, train_x, val_x, sigmas, num_noise):
 
 
 def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
-                       progress: bool = True) -> dict:
+                       progress: bool | str | None = True) -> dict:
     """Train, evaluate the per-sigma gap every ``eval_every`` steps, checkpoint; resumable.
+
+    Ctrl-C (``KeyboardInterrupt``) stops the run cleanly: the state after the last finished
+    step is checkpointed (unless it already is) before the interrupt is raised again, so
+    ``resume=True`` continues from there and writes the same rows as an uninterrupted run.
 
     Args:
       config: the run's :class:`TrainConfig`.
       workdir: the run folder (created).
       resume: continue from the last checkpoint in ``workdir``.
-      progress: show a tqdm bar with the loss and steps/s.
+      progress: True or None: a tqdm bar on a terminal, a log line every few seconds
+        otherwise (with steps/s and the time left); False: nothing (see
+        :func:`jaxgap._progress.bar` for the modes).
 
     Returns:
       A summary dict: final ``step``, ``resumed_from`` (the restored step, 0 for a fresh
-      run), the ``last`` metrics row and ``peak_sigma_ema`` (where the final EMA gap peaks).
+      run), the ``last`` metrics row, ``peak_sigma_ema`` (where the final EMA gap peaks) and
+      ``eval_sizes`` (training and validation examples evaluated).
     """
     config = config.validate()
     workdir = Path(workdir)
@@ -353,8 +384,8 @@ def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
     _io.write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     train_x = jnp.asarray(ds.train)
-    val_x = jnp.asarray(ds.val if config.eval_val_size is None else
-                        ds.val[: config.eval_val_size])
+    eval_train = train_x[: config.eval_train_size]
+    val_x = jnp.asarray(ds.val[: config.eval_val_size])
     batch = min(config.batch_size, ds.num_train)
     step_fn = make_step(graphdef, tx, config, train_x, batch)
     sigmas = _noise.log_sigmas(config.eval_sigmas, config.sigma_min, config.sigma_max)
@@ -366,7 +397,7 @@ def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
         count = int(state["loss_count"])
         row = {"step": step, "sigmas": np.asarray(sigmas, np.float64).tolist(),
                "train_loss": float(state["loss_sum"]) / count if count else None}
-        row.update(_evaluate(eval_key, model_of, state, train_x, val_x, sigmas,
+        row.update(_evaluate(eval_key, model_of, state, eval_train, val_x, sigmas,
                              config.eval_num_noise))
         with open(metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -375,35 +406,67 @@ def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
         return row, dict(state, loss_sum=jnp.zeros_like(state["loss_sum"]),
                          loss_count=jnp.zeros_like(state["loss_count"]))
 
+    saved = {latest} if latest is not None else set()
+
     def checkpoint(state):
-        manager.save(int(state["step"]), args=ocp.args.StandardSave(_pure(state)), force=True)
+        step = int(state["step"])
+        manager.save(step, args=ocp.args.StandardSave(_pure(state)), force=True)
         manager.wait_until_finished()
+        saved.add(step)
 
     last_row = rows[-1] if rows else None
-    if start == 0:
-        last_row, state = evaluate_and_log(state)
-    bar = tqdm(total=config.steps, initial=start, disable=not progress, unit="step",
-               dynamic_ncols=True, desc=f"train {config.model}")
-    t0, done = time.perf_counter(), 0
-    for step in range(start, config.steps):
-        state, loss = step_fn(state)
-        done += 1
-        now = step + 1
-        if now % config.eval_every == 0 or now == config.steps:
+    # ``safe`` is the state after the last fully finished step (its evaluation and
+    # checkpoint done): the one an interrupt checkpoints.
+    safe = state
+    try:
+        if start == 0:
             last_row, state = evaluate_and_log(state)
-        if now % config.ckpt_every == 0 or now == config.steps:
-            checkpoint(state)
-        if progress and (now % 10 == 0 or now == config.steps):
-            rate = done / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(loss=f"{float(loss):.4f}", steps_per_s=f"{rate:.1f}")
-            bar.update(now - bar.n)
-    bar.close()
+            safe = state
+        with _progress.bar(config.steps, f"train {config.model}", mode=progress, unit="step",
+                           initial=start) as bar:
+            for step in range(start, config.steps):
+                _progress.check_interrupt()
+                state, loss = step_fn(state)
+                now = step + 1
+                if now % config.eval_every == 0 or now == config.steps:
+                    last_row, state = evaluate_and_log(state)
+                if now % config.ckpt_every == 0 or now == config.steps:
+                    checkpoint(state)
+                safe = state
+                if now % 10 == 0 or now == config.steps:
+                    bar.set_postfix(loss=f"{float(loss):.4f}")
+                    bar.update(now - bar.n)
+    except KeyboardInterrupt:
+        step = int(safe["step"])
+        if step > 0 and step not in saved:  # at step 0 a resumed run simply starts afresh
+            try:
+                checkpoint(safe)
+            except BaseException as err:  # a second Ctrl-C, a full disk: keep the older one
+                print(f"jaxgap: could not checkpoint step {step} ({type(err).__name__}); "
+                      f"--resume continues from step {max(saved, default=0)}",
+                      file=sys.stderr)
+        manager.close()
+        raise
     manager.close()
     peak = None
     if last_row and np.any(np.isfinite(np.asarray(last_row["ema_gap"], np.float64))):
         peak = curve_peak(last_row["sigmas"], last_row["ema_gap"])[0]
     return {"step": config.steps, "resumed_from": start, "last": last_row,
-            "peak_sigma_ema": peak, "workdir": str(workdir)}
+            "peak_sigma_ema": peak, "workdir": str(workdir),
+            "eval_sizes": {"train": int(eval_train.shape[0]), "val": int(val_x.shape[0]),
+                           "num_train": ds.num_train, "num_val": ds.num_val}}
+
+
+def last_checkpoint(run_dir) -> int | None:
+    """The step of the newest checkpoint in a run folder (None: none yet)."""
+    path = Path(run_dir) / CHECKPOINTS
+    if not path.is_dir():
+        return None
+    manager = _manager(Path(run_dir))
+    try:
+        return manager.latest_step()
+    finally:
+        manager.close()
 
 
 def load_config(run_dir) -> TrainConfig:

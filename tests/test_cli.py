@@ -64,15 +64,36 @@ def test_gap_writes_results(tmp_path, capsys):
     assert len(table) == 6  # every sigma of a short grid
 
 
-def test_gap_same_seed_same_curve_and_overwrite(tmp_path):
+def test_gap_same_seed_same_curve_and_overwrite(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(_gap(out)) == 0
     first = json.loads((out / "gap.json").read_text())
-    assert cli.main(_gap(out)) == 0  # an existing run folder is overwritten in place
+    (out / "stale.txt").write_text("from an earlier run")
+    # A non-empty folder is refused (issue 12: gap used to write into any folder) ...
+    capsys.readouterr()
+    assert cli.main(_gap(out)) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "not empty" in line and "--overwrite" in line and "--resume" not in line
+    # ... and replaced as a whole with --overwrite.
+    assert cli.main(_gap(out, "--overwrite")) == 0
     second = json.loads((out / "gap.json").read_text())
     for f in GapCurve._fields:
         assert first[f] == second[f], f
     assert sorted(os.listdir(out)) == ["gap.csv", "gap.json", "gap.png"]
+    assert sorted(os.listdir(tmp_path)) == ["run"]  # no staging folder left beside it
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--resume"], "--resume: 'jaxgap gap' runs in one go"),
+    (["--resume", "--overwrite"], "not allowed with argument"),
+])
+def test_gap_resume_is_refused(tmp_path, capsys, args, needle):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old.txt").write_text("kept")
+    assert cli.main(_gap(out, *args)) == 2
+    assert needle in _one_error_line(capsys.readouterr().err)
+    assert os.listdir(out) == ["old.txt"]
 
 
 @pytest.mark.slow
@@ -96,8 +117,14 @@ def test_failure_while_writing_leaves_no_results(tmp_path, monkeypatch):
 
     monkeypatch.setattr(GapCurve, "to_csv", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        cli.main(_gap(out))
-    assert os.listdir(out) == ["notes.txt"]  # gap.json was staged, then removed
+        cli.main(_gap(out, "--overwrite"))
+    assert os.listdir(out) == ["notes.txt"]  # the old contents stay when --overwrite fails
+    assert sorted(os.listdir(tmp_path)) == ["run"]  # and the staging folder is gone
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        cli.main(_gap(empty))
+    assert os.listdir(empty) == []  # gap.json was staged, then removed
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -124,6 +151,56 @@ def test_no_command_and_help(capsys):
     assert "required" in _one_error_line(capsys.readouterr().err)
     assert cli.main(["gap", "--help"]) == 0
     assert "--num-sigmas" in capsys.readouterr().out
+
+
+def _options(parser):
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if action.option_strings and action.dest != "help":
+                yield name, action
+
+
+def test_every_option_has_help_and_states_its_default():
+    """Issue 12: ``jaxgap train --help`` listed options without help text or defaults."""
+    missing, no_default = [], []
+    for name, action in _options(cli.build_parser()):
+        flag = f"{name} {action.option_strings[-1]}"
+        if not (action.help or "").strip():
+            missing.append(flag)
+        elif (action.default not in (None, False, [], "==SUPPRESS==")
+              and "default" not in action.help):
+            no_default.append(flag)
+    assert not missing, f"options without help: {missing}"
+    assert not no_default, f"options whose help does not state the default: {no_default}"
+    commands = {name for name, _ in _options(cli.build_parser())}
+    for flag in ("--data-opt", "--out", "--overwrite", "--quiet"):
+        has = {name for name, a in _options(cli.build_parser()) if flag in a.option_strings}
+        assert has == commands, (flag, commands - has)
+
+
+def test_progress_is_logged_when_not_on_a_terminal(tmp_path, capsys, monkeypatch):
+    """Issue 12: with stderr not a terminal, tqdm's bars are hidden and a long run printed
+    nothing; now a line with a rate and the time left is logged every few seconds."""
+    from jaxgap import _progress
+
+    monkeypatch.setenv("JAXGAP_PROGRESS_INTERVAL", "0")
+    assert cli.main(_gap(tmp_path / "a")) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(ln.startswith("jaxgap: ") for ln in lines), lines
+    assert any("stages" in ln and "left" in ln for ln in lines), lines
+    assert cli.main(_gap(tmp_path / "b", "--quiet")) == 0
+    assert capsys.readouterr().err == ""
+
+    monkeypatch.setenv("JAXGAP_PROGRESS_INTERVAL", "3600")
+    with _progress.bar(100, "demo", unit="step", initial=40) as bar:
+        bar.update(30)
+        bar.set_postfix(loss="0.5")
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("jaxgap: demo: 70/100 steps (70%), ") and "left" in line, line
+    assert "loss=0.5" in line
+    with pytest.raises(ValueError, match="progress: expected"):
+        _progress.bar(3, "x", mode="fancy")
 
 
 def test_missing_and_corrupt_npz(tmp_path, capsys):

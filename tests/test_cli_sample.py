@@ -245,3 +245,33 @@ def test_error_as_a_real_process(tmp_path):
     assert "--num" in _one_error_line(proc.stderr)
     assert proc.stdout == ""
     assert not out.exists()
+
+
+def test_channels_first_images_and_scale_notes(tmp_path, capsys):
+    """Issue 12: a [n, 3, H, W] npz worked in `jaxgap gap` with a raw warning, then failed in
+    `jaxgap sample` ("image_shape: expected (H, W, C)"); float images in [0, 1] were used
+    unscaled without a word. Now both are detected, converted and stated as notes."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "nchw.npz"
+    np.savez(path, x=rng.random((40, 3, 4, 5)).astype(np.float32))
+    out = tmp_path / "s"
+    assert cli.main(_sample(out, "--data", f"npz:{path}", "--num", "8", "--steps", "3",
+                            denoiser="gaussian")) == 0
+    err = capsys.readouterr().err
+    notes = [ln for ln in err.splitlines() if ln.startswith("note: ")]
+    assert len(notes) == 2, err
+    assert "channels-first" in notes[0] and "-D channels_first=False" in notes[0]
+    assert "[0, 1]" in notes[1] and "-D scale=none" in notes[1]
+    doc = json.loads((out / "memorization.json").read_text())
+    assert doc["image_shape"] == [4, 5, 3] and len(doc["data_notes"]) == 2
+    assert (out / "samples.png").exists()
+
+
+def test_out_policy_protects_run_folders(run_dir, tmp_path, capsys):
+    """Issue 12: `jaxgap sample` wrote into any non-empty folder, even a run folder."""
+    before = sorted(os.listdir(run_dir))
+    assert cli.main(_sample(run_dir, *SMALL, denoiser=run_dir)) == 2
+    assert "not empty" in _one_error_line(capsys.readouterr().err)
+    assert cli.main(_sample(run_dir.parent, *SMALL, "--overwrite", denoiser=run_dir)) == 2
+    assert "would delete the network" in _one_error_line(capsys.readouterr().err)
+    assert sorted(os.listdir(run_dir)) == before

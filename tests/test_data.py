@@ -5,6 +5,7 @@ test; every check is deterministic given its seed.
 """
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -284,7 +285,7 @@ def test_npy_grayscale_and_vectors(tmp_path):
     vec = rng.standard_normal((10, 3)).astype(np.float32)
     np.save(tmp_path / "v.npy", vec)
     dv = data.load(f"npy:{tmp_path / 'v.npy'}")
-    assert dv.image_shape is None and (dv.num_train, dv.num_val) == (9, 1)
+    assert dv.image_shape is None and (dv.num_train, dv.num_val) == (8, 2)  # num_val >= 2
     np.testing.assert_array_equal(_sorted_rows(np.concatenate([dv.train, dv.val])),
                                   _sorted_rows(vec))
 
@@ -292,7 +293,7 @@ def test_npy_grayscale_and_vectors(tmp_path):
 def test_npz_only_array_and_train_without_val(tmp_path):
     x = np.random.default_rng(4).standard_normal((10, 2)).astype(np.float32)
     np.savez(tmp_path / "a.npz", whatever=x)
-    assert data.load(f"npz:{tmp_path / 'a.npz'}").num_train == 9
+    assert data.load(f"npz:{tmp_path / 'a.npz'}").num_train == 8  # max(2, n // 10) to val
     np.savez(tmp_path / "b.npz", train=x, y_train=np.arange(10))
     ds = data.load(f"npz:{tmp_path / 'b.npz'}", num_val=4)
     assert (ds.num_train, ds.num_val) == (6, 4)
@@ -367,17 +368,17 @@ def test_bad_files(tmp_path):
         (npz("two.npz", a=ok, b=ok), {}, r"^name: expected an npz with keys .*got keys"),
         (npz("none.npz", labels=np.arange(5)), {}, r"^name: expected an npz with keys"),
         (npz("valonly.npz", val=ok), {}, r"^name: expected a training array"),
-        (npz("one.npz", x=ok[:1]), {}, r"^name: expected at least 2 points .* got 1"),
+        (npz("one.npz", x=ok[:1]), {}, r"^name: expected at least 3 points .* got 1"),
         (npz("nan.npz", x=np.array([[0.0], [np.nan], [1.0]])), {},
          r"^name: expected finite values .* got 1 NaN or inf"),
-        (npy("inf.npy", np.array([[0.0], [np.inf]])), {}, r"^name: expected finite values"),
-        (npy("big.npy", np.array([[1e39], [0.0]])), {}, r"^name: expected finite values"),
+        (npy("inf.npy", np.array([[0.0], [np.inf], [1.0]])), {}, r"^name: expected finite values"),
+        (npy("big.npy", np.array([[1e39], [0.0], [1.0]])), {}, r"^name: expected finite values"),
         (npy("str.npy", np.array([["a", "b"], ["c", "d"]])), {},
          r"^name: expected a real numeric array .* got dtype <U1"),
         (npy("cplx.npy", np.ones((3, 2), np.complex64)), {}, r"^name: expected a real numeric"),
         (npy("rank1.npy", np.arange(5.0)), {}, r"^name: expected .* of shape \[n, d\].*got shape"),
         (npy("ok.npy", ok), {"num_val": 5}, r"^num_val: expected an integer < 5 .* got 5"),
-        (npy("ok2.npy", ok), {"num_val": 0}, r"^num_val: expected an integer >= 1, got 0"),
+        (npy("ok2.npy", ok), {"num_val": 0}, r"^num_val: expected an integer >= 2 .*got 0"),
         (npy("ok3.npy", ok), {"channels_first": True},
          r"^channels_first: expected .*\[n, C, H, W\]"),
         (npz("tv.npz", train=ok, val=ok), {"num_val": 2}, r"^num_val: expected None"),
@@ -385,8 +386,8 @@ def test_bad_files(tmp_path):
         (npz("lab.npz", train=ok, val=ok, y_train=np.arange(4)), {},
          r"^name: expected array 'y_train' .* integer labels of shape \[5\]"),
         (npz("flab.npz", x=ok, labels=np.zeros(5)), {}, r"^name: expected .*integer labels"),
-        (npz("fmt.npz", x=ok).replace("npz:", "npy:"), {}, r"^name: expected a npy file.*'npz:"),
-        (npy("fmt.npy", ok).replace("npy:", "npz:"), {}, r"^name: expected a npz file.*'npy:"),
+        (npz("fmt.npz", x=ok).replace("npz:", "npy:"), {}, r"^name: expected an npy file.*'npz:"),
+        (npy("fmt.npy", ok).replace("npy:", "npz:"), {}, r"^name: expected an npz file.*'npy:"),
     ]
     (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 this is not a zip archive")
     (tmp_path / "corrupt.npy").write_bytes(b"\x93NUMPY garbage")
@@ -419,9 +420,224 @@ def test_dataset_constructor_validates():
         ds.name = "other"
 
 
-def test_channels_first_hint(tmp_path):
-    np.save(tmp_path / "nchw.npy", np.zeros((4, 3, 8, 8), np.uint8))
-    with pytest.warns(UserWarning, match=r"channels_first=True") as record:
-        ds = data.load(f"npy:{tmp_path / 'nchw.npy'}")
-    assert record[0].filename == __file__  # the warning points at the caller
-    assert ds.image_shape == (3, 8, 8)
+# ---------------------------------------------------------------------------------------------
+# own data as a user expects (issue 12): layout, scale, notes, unreadable files, small val sets
+
+
+def test_channels_first_detected_and_noted(tmp_path):
+    rng = np.random.default_rng(5)
+    nchw = rng.integers(0, 256, size=(20, 3, 8, 6), dtype=np.uint8)
+    np.save(tmp_path / "nchw.npy", nchw)
+    name = f"npy:{tmp_path / 'nchw.npy'}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = data.load(name, num_val=4)
+    assert ds.image_shape == (8, 6, 3)
+    hwc = np.moveaxis(nchw, 1, -1).reshape(20, -1).astype(np.float32) / np.float32(127.5) - 1
+    np.testing.assert_array_equal(_sorted_rows(np.concatenate([ds.train, ds.val])),
+                                  _sorted_rows(hwc))
+    assert len(ds.notes) == 1
+    assert "[20, 3, 8, 6]" in ds.notes[0] and "channels-first" in ds.notes[0]
+    assert "(8, 6, 3)" in ds.notes[0]
+    assert "channels_first=False (command line: -D channels_first=False)" in ds.notes[0]
+    # An explicit choice always wins, without a note.
+    kept = data.load(name, num_val=4, channels_first=False)
+    assert kept.image_shape == (3, 8, 6) and kept.notes == ()
+    forced = data.load(name, num_val=4, channels_first=True)
+    np.testing.assert_array_equal(forced.train, ds.train)
+    assert forced.notes == ()
+    # Train and test arrays of an npz are moved alike; "auto" is the CLI spelling of None.
+    np.savez(tmp_path / "tv.npz", x_train=nchw[:15], x_test=nchw[15:])
+    tv = data.load(f"npz:{tmp_path / 'tv.npz'}", channels_first="auto")
+    assert tv.image_shape == (8, 6, 3)
+    np.testing.assert_array_equal(tv.val, hwc[15:])
+    assert "'x_train' and 'x_test'" in tv.notes[0]
+
+
+def test_channels_ambiguous_layout_kept_with_a_note(tmp_path):
+    x = np.random.default_rng(6).integers(0, 256, size=(10, 3, 4, 4), dtype=np.uint8)
+    np.save(tmp_path / "amb.npy", x)
+    ds = data.load(f"npy:{tmp_path / 'amb.npy'}")
+    assert ds.image_shape == (3, 4, 4)  # kept as [n, H, W, C]
+    assert len(ds.notes) == 1
+    assert "channels_first=True (command line: -D channels_first=True)" in ds.notes[0]
+    assert data.load(f"npy:{tmp_path / 'amb.npy'}", channels_first=True).image_shape == (4, 4, 3)
+    # Channels-last images (last axis 1, 3 or 4; axis 1 not) get no note.
+    np.save(tmp_path / "hwc.npy", np.zeros((10, 8, 8, 3), np.uint8))
+    assert data.load(f"npy:{tmp_path / 'hwc.npy'}").notes == ()
+
+
+def test_float_images_in_unit_interval_scaled_like_uint8(tmp_path):
+    rng = np.random.default_rng(7)
+    u8 = rng.integers(0, 256, size=(20, 5, 5, 3), dtype=np.uint8)
+    np.save(tmp_path / "u8.npy", u8)
+    np.save(tmp_path / "f01.npy", u8 / 255.0)  # float64 in [0, 1]
+    np.save(tmp_path / "f255.npy", u8.astype(np.float32))  # float 0..255
+    ref = data.load(f"npy:{tmp_path / 'u8.npy'}", seed=2)
+    assert ref.notes == ()
+    auto = data.load(f"npy:{tmp_path / 'f01.npy'}", seed=2)
+    np.testing.assert_allclose(auto.train, ref.train, atol=1e-6)  # not 4x smaller
+    np.testing.assert_allclose(auto.val, ref.val, atol=1e-6)
+    assert len(auto.notes) == 1 and "[0, 1]" in auto.notes[0] and "scale=1" in auto.notes[0]
+    assert "-D scale=none" in auto.notes[0]
+    kept = data.load(f"npy:{tmp_path / 'f01.npy'}", seed=2, scale="none")
+    np.testing.assert_allclose(kept.train, (ref.train + 1) / 2, atol=1e-6)
+    assert kept.notes == ()
+    by255 = data.load(f"npy:{tmp_path / 'f255.npy'}", seed=2, scale=255)
+    np.testing.assert_array_equal(by255.train, ref.train)
+    one = data.load(f"npy:{tmp_path / 'f01.npy'}", seed=2, scale=1.0)
+    np.testing.assert_array_equal(one.train, auto.train)
+    assert one.notes == ()
+
+
+def test_float_images_outside_unit_range_refused_with_the_options(tmp_path):
+    x = np.random.default_rng(8).uniform(0, 255, size=(20, 4, 4)).astype(np.float32)
+    x[0, 0, 0], x[1, 0, 0] = 0.0, 255.0
+    np.save(tmp_path / "f.npy", x)
+    name = f"npy:{tmp_path / 'f.npy'}"
+    with pytest.raises(ValueError) as err:
+        data.load(name)
+    msg = str(err.value)
+    assert msg.startswith("scale: expected images with values in [-1, 1] or [0, 1]")
+    assert "got values in [0, 255]" in msg and "f.npy'" in msg
+    assert "scale=255" in msg and "scale='none'" in msg
+    assert "command line: -D scale=255 or -D scale=none" in msg
+    assert data.load(name, scale="none").train.max() > 1  # kept as they are
+    # Other integer images: the same rule (only uint8 says 0..255 by its dtype).
+    np.save(tmp_path / "i.npy", x.astype(np.int64))
+    with pytest.raises(ValueError, match=r"^scale: expected images .* got values in \[0, 255\]"):
+        data.load(f"npy:{tmp_path / 'i.npy'}")
+    binary = (x > 100).astype(np.int16)
+    np.save(tmp_path / "b.npy", binary)
+    assert set(np.unique(data.load(f"npy:{tmp_path / 'b.npy'}").train)) == {-1.0, 1.0}
+    # An explicit scale must cover the values.
+    with pytest.raises(ValueError, match=r"^scale: expected values in \[0, 100\] for "
+                                         r"scale=100, got values in \[0, 255\]"):
+        data.load(name, scale=100)
+
+
+def test_images_in_minus_one_one_and_flat_points_kept(tmp_path):
+    rng = np.random.default_rng(9)
+    # Train in [0, 1] and val with negatives: one rule on both, so both are kept as they are.
+    tr = rng.uniform(0, 1, size=(12, 4, 4)).astype(np.float32)
+    va = rng.uniform(-0.5, 0.5, size=(3, 4, 4)).astype(np.float32)
+    np.savez(tmp_path / "pm.npz", train=tr, val=va)
+    ds = data.load(f"npz:{tmp_path / 'pm.npz'}")
+    np.testing.assert_array_equal(ds.train, tr.reshape(12, -1))
+    np.testing.assert_array_equal(ds.val, va.reshape(3, -1))
+    assert ds.notes == ()
+    # Flat [n, d] float points are not pixels: kept under "auto" whatever their range.
+    pts = 100 * rng.standard_normal((10, 3))
+    np.save(tmp_path / "pts.npy", pts)
+    np.testing.assert_array_equal(
+        _sorted_rows(np.concatenate([(d := data.load(f"npy:{tmp_path / 'pts.npy'}")).train,
+                                     d.val])), _sorted_rows(pts.astype(np.float32)))
+
+
+@pytest.mark.parametrize("scale", [0, -1.0, float("nan"), float("inf"), True, None, "big", "1"])
+def test_bad_scale(tmp_path, scale):
+    np.save(tmp_path / "u.npy", np.zeros((5, 2, 2), np.uint8))
+    with pytest.raises(ValueError, match=r"^scale: expected 'auto', 'none' or a positive number"):
+        data.load(f"npy:{tmp_path / 'u.npy'}", scale=scale)
+
+
+def test_bad_channels_first(tmp_path):
+    np.save(tmp_path / "u.npy", np.zeros((5, 2, 2), np.uint8))
+    with pytest.raises(ValueError, match=r"^channels_first: expected True, False or None"):
+        data.load(f"npy:{tmp_path / 'u.npy'}", channels_first="yes")
+
+
+def test_notes_field_defaults_and_survives_with_train_size(digits):
+    assert digits.notes == ()
+    x = np.zeros((4, 6))
+    ds = data.Dataset(train=x, val=x[:2], name="m", notes=["first", "second"])
+    assert ds.notes == ("first", "second")
+    assert ds.with_train_size(2).notes == ("first", "second")
+    with pytest.raises(ValueError, match=r"^notes: expected a tuple of str"):
+        data.Dataset(train=x, val=x, name="m", notes="one")
+    with pytest.raises(ValueError, match=r"^notes: expected a tuple of str"):
+        data.Dataset(train=x, val=x, name="m", notes=(1,))
+
+
+def test_unreadable_files_say_what_they_are(tmp_path):
+    (tmp_path / "x.npz").write_text("hello world\n")
+    with pytest.raises(ValueError) as err:
+        data.load(f"npz:{tmp_path / 'x.npz'}")
+    assert str(err.value) == (
+        f"name: expected an npz file (a zip archive written by numpy.savez), got "
+        f"'npz:{tmp_path / 'x.npz'}', which starts with b'hello wo' (a text file?)")
+    assert "pickle" not in str(err.value)
+    (tmp_path / "x.npy").write_text("1,2,3\n4,5,6\n")
+    with pytest.raises(ValueError, match=r"^name: expected an npy file \(written by numpy.save\)"
+                                         r", got .*x.npy', which starts with b'1,2,3\\n4,' "
+                                         r"\(a text file\?\)"):
+        data.load(f"npy:{tmp_path / 'x.npy'}")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"^name: expected an npz file .* which is empty"):
+        data.load(f"npz:{tmp_path / 'empty.npz'}")
+    (tmp_path / "g.npz").write_bytes(b"\x1f\x8b\x08\x00" + bytes(20))
+    with pytest.raises(ValueError, match=r"which starts with .* \(a gzip file\?\)"):
+        data.load(f"npz:{tmp_path / 'g.npz'}")
+    # Real pickles are still refused, and say so.
+    obj = np.empty(2, dtype=object)
+    obj[:] = [np.zeros(2), "x"]
+    np.save(tmp_path / "obj.npy", obj, allow_pickle=True)
+    with pytest.raises(ValueError, match=r"^name: expected a readable npy file, got .*obj.npy' "
+                                         r"\(it holds a pickled object array; pickles are "
+                                         r"refused"):
+        data.load(f"npy:{tmp_path / 'obj.npy'}")
+    np.savez(tmp_path / "obj.npz", x=obj)
+    with pytest.raises(ValueError, match=r"^name: expected a readable array 'x' in .*obj.npz', "
+                                         r"got a pickled object array; pickles are refused"):
+        data.load(f"npz:{tmp_path / 'obj.npz'}")
+    import pickle
+    (tmp_path / "p.npy").write_bytes(pickle.dumps([1, 2], protocol=4))
+    with pytest.raises(ValueError, match=r"\(a Python pickle\? pickles are refused\)"):
+        data.load(f"npy:{tmp_path / 'p.npy'}")
+
+
+def test_validation_sets_of_one_refused(tmp_path):
+    x = np.random.default_rng(10).standard_normal((10, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    with pytest.raises(ValueError, match=r"^num_val: expected an integer >= 2 \(a standard "
+                                         r"error needs at least 2 validation points\), got 1"):
+        data.load(f"npy:{tmp_path / 'x.npy'}", num_val=1)
+    assert data.load(f"npy:{tmp_path / 'x.npy'}").num_val == 2  # default max(2, n // 10)
+    np.save(tmp_path / "two.npy", x[:2])
+    with pytest.raises(ValueError, match=r"^name: expected at least 3 points .*two.npy' \(one to "
+                                         r"train, 2 to validate\), got 2"):
+        data.load(f"npy:{tmp_path / 'two.npy'}")
+    np.savez(tmp_path / "tv.npz", train=x, val=x[:1])
+    with pytest.raises(ValueError, match=r"^name: expected at least 2 validation points in array "
+                                         r"'val' of .*tv.npz' \(a standard error needs 2\), "
+                                         r"got 1"):
+        data.load(f"npz:{tmp_path / 'tv.npz'}")
+    for name in ("digits", "gaussian", "gmm", "manifold"):
+        with pytest.raises(ValueError, match=r"^num_val: expected an integer >= 2 .*got 1"):
+            data.load(name, num_val=1)
+    with pytest.raises(ValueError, match=r"^val: expected at least 2 validation points \(a "
+                                         r"standard error needs 2\), got shape \[1, 3\]"):
+        data.Dataset(train=x, val=x[:1], name="m")
+
+
+def test_dataset_accepts_image_shaped_arrays():
+    rng = np.random.default_rng(11)
+    gray = rng.standard_normal((5, 2, 3))
+    ds = data.Dataset(train=gray, val=gray[:2], name="m")
+    assert ds.train.shape == (5, 6) and ds.val.shape == (2, 6) and ds.image_shape == (2, 3, 1)
+    np.testing.assert_array_equal(ds.train.reshape(-1, *ds.image_shape)[..., 0],
+                                  gray.astype(np.float32))
+    rgb = rng.standard_normal((4, 5, 6, 3))
+    ds = data.Dataset(train=rgb, val=rgb.reshape(4, -1)[:2], name="m", image_shape=(5, 6, 3))
+    assert ds.train.shape == (4, 90) and ds.image_shape == (5, 6, 3)
+    with pytest.raises(ValueError, match=r"^image_shape: expected \(5, 6, 3\) \(the shape of "
+                                         r"train's images\), got \(6, 5, 3\)"):
+        data.Dataset(train=rgb, val=rgb, name="m", image_shape=(6, 5, 3))
+    nchw = rng.standard_normal((4, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"^train: expected channels-last images "
+                                         r"\[n, H, W, C\], got shape \[4, 3, 8, 8\], "
+                                         r".*np.moveaxis\(train, 1, -1\)"):
+        data.Dataset(train=nchw, val=nchw, name="m")
+    with pytest.raises(ValueError, match=r"^train: expected \[n, d\], \[n, H, W\] or "
+                                         r"\[n, H, W, C\], got shape \[4\]"):
+        data.Dataset(train=np.zeros(4), val=np.zeros((2, 1)), name="m")

@@ -61,6 +61,69 @@ def test_sigkill_and_resume_reproduce_an_uninterrupted_run(tmp_path):
             assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-6)
     assert (killed / "gap_over_training.png").stat().st_size > 0
 
+    # Ctrl-C (SIGINT): exit status 130, the state after the last finished step is
+    # checkpointed, and --resume continues to the same rows as the uninterrupted run.
+    stopped = tmp_path / "ctrl-c"
+    proc = subprocess.Popen([sys.executable, "-m", "jaxgap", "train", *TINY, *steps,
+                             "--out", str(stopped)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = stopped / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 4:  # step >= 60
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("jaxgap: interrupted: checkpoint of step ") and "--resume" in last
+    step = int(last.split("checkpoint of step ")[1].split()[0])
+    assert 60 <= step < 400
+    out = _run([*steps, "--out", str(stopped), "--resume"])
+    assert out.returncode == 0, out.stderr
+    c = _rows(stopped)
+    assert [r["step"] for r in c] == list(range(0, 401, 20))
+    for ra, rc in zip(a, c, strict=True):
+        for k in ("gap", "ema_gap"):
+            np.testing.assert_allclose(rc[k], ra[k], rtol=1e-6, atol=1e-9, err_msg=k)
+
+
+def test_a_lost_interrupt_still_stops_training(tmp_path, monkeypatch):
+    """Issue 12: a KeyboardInterrupt raised inside a garbage-collector callback is printed
+    as "Exception ignored" and lost, and the run went on. The SIGINT handler also sets a
+    flag that the training loop checks at every step: simulate the lost exception by
+    setting the flag alone after 3 steps."""
+    from jaxgap import _progress
+    from jaxgap import train as train_mod
+
+    make_step = train_mod.make_step
+
+    def flagging(*args):
+        step_fn, calls = make_step(*args), []
+
+        def wrapped(state):
+            calls.append(1)
+            if len(calls) == 3:
+                _progress._interrupted.set()
+            return step_fn(state)
+
+        return wrapped
+
+    config = TrainConfig(train_size=32, batch_size=8, width=16, depth=1, steps=8,
+                         eval_every=4, ckpt_every=8, eval_sigmas=3, seed=1)
+    monkeypatch.setattr(train_mod, "make_step", flagging)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_and_evaluate(config, tmp_path / "run", progress=False)
+    finally:
+        _progress._interrupted.clear()
+    assert train_mod.last_checkpoint(tmp_path / "run") == 3  # the last finished step
+    monkeypatch.setattr(train_mod, "make_step", make_step)
+    summary = train_and_evaluate(config, tmp_path / "run", resume=True, progress=False)
+    assert summary["resumed_from"] == 3
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [0, 4, 8]
+
 
 def _main(capsys, args):
     """``jaxgap train`` in this process (errors are the CLI's; a real process is tested in
@@ -73,7 +136,7 @@ def _main(capsys, args):
 def test_bad_configuration_exits_2_with_one_line(tmp_path, capsys):
     cases = [
         (["--model", "transformer"], "model"),
-        (["--train-size", "5000"], "train_size"),
+        (["--train-size", "5000"], "--train-size"),
         (["--steps", "0"], "steps"),
     ]
     for args, word in cases:
@@ -90,7 +153,7 @@ def test_bad_configuration_exits_2_with_one_line(tmp_path, capsys):
     assert code == 2 and "different config" in err and "steps" in err
     # The same folder without --resume.
     code, err = _main(capsys, ["--steps", "4", "--eval-every", "2", "--out", str(run)])
-    assert code == 2 and "--resume" in err
+    assert code == 2 and "--resume" in err and "--overwrite" in err
     # A corrupt checkpoint.
     ckpt = run / "checkpoints"
     for path in ckpt.rglob("*"):

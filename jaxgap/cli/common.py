@@ -10,17 +10,19 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO
 
-from jaxgap import _io
+from jaxgap import _io, _progress
 
-__all__ = ["CLIError", "Stages", "add_data_options", "data_option", "data_options",
-           "float_at_least", "int_at_least", "json_text", "load_data", "nonnegative_float",
-           "output_folder", "positive_float", "run_info", "stage_bar", "write_outputs"]
+__all__ = ["CLIError", "OutputFolder", "Stages", "add_data_options", "add_output_options",
+           "data_option", "data_options", "float_at_least", "int_at_least",
+           "json_text", "load_data", "nonnegative_float", "output_folder", "positive_float",
+           "print_notes", "progress_mode", "run_info", "stage_bar", "write_outputs"]
 
 
 class CLIError(Exception):
@@ -93,13 +95,113 @@ def add_data_options(p: argparse.ArgumentParser, note: str) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def _prepare_out_dir(path: str) -> list[str]:
-    """Create ``path`` (with parents) and check it is writable; return the folders created.
+def add_output_options(p: argparse.ArgumentParser, *, resumable: bool,
+                       default: str | None = None) -> None:
+    """``--out``, ``--resume``, ``--overwrite`` and ``--quiet``: the one output-folder policy
+    of every subcommand (see :class:`OutputFolder`)."""
+    p.add_argument("--out", required=default is None, default=default, metavar="DIR",
+                   help="output folder; it must be new or empty unless --resume or "
+                   "--overwrite is given" + (f" (default: {default})" if default else ""))
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true",
+                       help="continue the run in --out (it must exist)" if resumable else
+                       "not used: this command runs in one go (use --overwrite)")
+    group.add_argument("--overwrite", action="store_true",
+                       help="replace the contents of a non-empty --out; the old files stay "
+                       "until the new results are complete, and stay if the run fails or is "
+                       "interrupted")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars or progress lines (errors and results still print)")
 
-    Raises:
-      CLIError: the path (or a parent) is a regular file, or the folder cannot be written.
+
+def progress_mode(args) -> bool | None:
+    """The progress mode of :func:`jaxgap._progress.bar` for ``--quiet``."""
+    return False if getattr(args, "quiet", False) else None
+
+
+def _entries(path: str) -> list[str]:
+    """The names in a folder, without the hidden temporary files of a killed write."""
+    return sorted(n for n in os.listdir(path) if not (n.startswith(".") and n.endswith(".tmp")))
+
+
+class OutputFolder:
+    """The output folder of one command, under the one policy of every subcommand:
+
+    - a new or empty folder is created (with its parents) and written into;
+    - a non-empty folder is refused unless ``--resume`` (continue the run in it: resumable
+      commands only) or ``--overwrite`` is given; ``--resume`` on a missing or empty folder
+      is an error;
+    - ``--overwrite`` writes into a hidden staging folder beside it that replaces the old
+      folder only when the command succeeded (two renames); after a failure or an interrupt
+      the staging folder is removed and the old contents are untouched.
+
+    The checks that need no disk writes run in the constructor (before any data is loaded);
+    :meth:`prepare` creates the folder and returns where to write.
     """
-    path = os.path.abspath(path)
+
+    def __init__(self, args, *, resumable: bool, what: str):
+        self.given = args.out
+        self.path = os.path.abspath(args.out)
+        self.resume = bool(getattr(args, "resume", False))
+        self.overwrite = bool(getattr(args, "overwrite", False))
+        self.staging: str | None = None
+        self.created: list[str] = []
+        if self.resume and not resumable:
+            raise CLIError(f"--resume: 'jaxgap {what}' runs in one go and has nothing to "
+                           "continue; pass --overwrite to replace the results in --out")
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise CLIError(f"--out: expected a folder, but {self.given!r} is a file")
+        entries = _entries(self.path) if os.path.isdir(self.path) else []
+        if self.resume and not entries:
+            state = "is empty" if os.path.isdir(self.path) else "does not exist"
+            raise CLIError(f"--resume: {self.given!r} {state}, so there is no run to "
+                           "continue; drop --resume to start a new run there")
+        if entries and not (self.resume or self.overwrite):
+            shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+            hint = " or --resume to continue the run in it" if resumable else ""
+            raise CLIError(f"--out: {self.given!r} is not empty (it holds {shown}); pass "
+                           f"--overwrite to replace its contents{hint}, or choose another "
+                           "--out")
+        self.replacing = self.overwrite and bool(entries)
+
+    def prepare(self) -> str:
+        """Create the folder to write into (the staging folder when replacing a non-empty
+        one), check that it can be written, and return its path.
+
+        Raises:
+          CLIError: the path (or a parent) is a file, or the folder cannot be written.
+        """
+        if self.replacing:
+            parent, name = os.path.split(self.path)
+            self.staging = os.path.join(parent, f".{name}.overwrite-{os.getpid()}")
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.created = _make_dirs(self.staging, self.given)
+            return self.staging
+        self.created = _make_dirs(self.path, self.given)
+        return self.path
+
+    def commit(self) -> None:
+        """Replace the old folder by the staging folder (``--overwrite``)."""
+        if self.staging is None:
+            return
+        trash = f"{self.staging}.old"
+        os.rename(self.path, trash)
+        os.rename(self.staging, self.path)
+        self.staging = None
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def abort(self) -> None:
+        """After a failure: remove the staging folder, or the folders this run created when
+        they are still empty."""
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging = None
+        else:
+            _remove_dirs(self.created)
+
+
+def _make_dirs(path: str, given: str) -> list[str]:
+    """Create ``path`` (with parents) and check it is writable; return the folders created."""
     missing = []
     probe = path
     while not os.path.exists(probe):
@@ -113,14 +215,15 @@ def _prepare_out_dir(path: str) -> list[str]:
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as err:
-        raise CLIError(f"--out: cannot create folder {path!r}: {err.strerror or err}") from None
+        raise CLIError(f"--out: cannot create folder {given!r}: {err.strerror or err}") from None
     created = list(reversed(missing))
     try:
         with _io.temp_file(path, ".write-check") as (_, f):
             f.write(b"ok")
     except OSError as err:
         _remove_dirs(created)
-        raise CLIError(f"--out: folder {path!r} is not writable: {err.strerror or err}") from None
+        raise CLIError(f"--out: folder {given!r} is not writable: {err.strerror or err}"
+                       ) from None
     return created
 
 
@@ -132,16 +235,16 @@ def _remove_dirs(created: Sequence[str]) -> None:
 
 
 @contextlib.contextmanager
-def output_folder() -> Iterator[Callable[[str], None]]:
-    """Yields ``prepare(path)``, which creates the output folder and checks that it can be
-    written (:class:`CLIError` otherwise); if the block fails, the folders ``prepare``
-    created are removed again (when still empty), so a failed run leaves nothing."""
-    created: list[str] = []
+def output_folder(args, *, resumable: bool, what: str) -> Iterator[OutputFolder]:
+    """An :class:`OutputFolder` for ``args.out``: committed when the block succeeds,
+    aborted (staging removed, new empty folders removed) when it fails or is interrupted."""
+    folder = OutputFolder(args, resumable=resumable, what=what)
     try:
-        yield lambda path: created.extend(_prepare_out_dir(path))
+        yield folder
     except BaseException:
-        _remove_dirs(created)
+        folder.abort()
         raise
+    folder.commit()
 
 
 def write_outputs(folder: str, writers: dict[str, Callable[[IO[bytes]], None]]) -> list[str]:
@@ -178,16 +281,13 @@ class Stages:
 
 
 @contextlib.contextmanager
-def stage_bar(total: int) -> Iterator[Stages]:
-    """A tqdm bar over named stages whose clock keeps ticking during a long stage.
-
-    No bar when stderr is not a terminal (logs, pipes, tests). On failure the bar is erased,
-    so the error line stands alone.
-    """
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, unit="stage", disable=None, file=sys.stderr, dynamic_ncols=True,
-               bar_format="{desc:<34} {bar} {n_fmt}/{total_fmt} [{elapsed}]")
+def stage_bar(total: int, *, mode=None) -> Iterator[Stages]:
+    """A progress display over named stages whose clock keeps ticking during a long stage:
+    a tqdm bar on a terminal, a log line every few seconds otherwise, nothing for
+    ``mode=False`` (``--quiet``). On failure the bar is erased, so the error line stands
+    alone."""
+    bar = _progress.bar(total, "", mode=mode, unit="stage",
+                        bar_format="{desc:<34} {bar} {n_fmt}/{total_fmt} [{elapsed}]")
     stop = threading.Event()
 
     def tick():  # JAX releases the GIL while it compiles and runs
@@ -205,7 +305,8 @@ def stage_bar(total: int) -> Iterator[Stages]:
         stop.set()
         if ticker.is_alive():
             ticker.join()
-        bar.leave = ok
+        if not ok:
+            bar.abandon()
         bar.close()
 
 
@@ -218,15 +319,25 @@ def data_options(args) -> dict:
 
 
 def load_data(name: str, seed: int, options: dict):
-    """:func:`jaxgap.data.load`, its ValueError turned into a one-line ``--data`` error."""
+    """:func:`jaxgap.data.load`, its ValueError turned into a one-line ``--data`` error;
+    what loading did to the data (``Dataset.notes``: a layout or scale chosen for the user)
+    is printed as ``note: ...`` lines on stderr."""
     from jaxgap import data
 
     try:
-        return data.load(name, seed=seed, **options)
+        ds = data.load(name, seed=seed, **options)
     except ValueError as err:
         msg = str(err)
         msg = msg[len("name: "):] if msg.startswith("name: ") else msg
         raise CLIError(f"--data: {msg}") from None
+    print_notes(ds)
+    return ds
+
+
+def print_notes(ds) -> None:
+    """``note: ...`` on stderr for each of a dataset's notes."""
+    for note in ds.notes:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def run_info(start: float, stages: Stages) -> dict:
@@ -234,12 +345,12 @@ def run_info(start: float, stages: Stages) -> dict:
     import jax
 
     from jaxgap import __version__
+    from jaxgap._mc import device_text
 
-    device = jax.devices()[0]
     return {
         "jax_version": jax.__version__,
         "jaxgap_version": __version__,
-        "device": f"{device.platform}: {device.device_kind}",
+        "device": device_text(),
         "stage_seconds": {k: round(v, 4) for k, v in stages.seconds.items() if k != "write"},
         "elapsed_s": round(time.perf_counter() - start, 4),
     }

@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seed of the data split and of the noise (default: 0)")
     p.add_argument("--batch-size", type=common.int_at_least(1), default=None, metavar="N",
                    help="examples per compiled batch (default: automatic)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    common.add_output_options(p, resumable=False)
 
 
 def _table(curve, peak: int, num_rows: int = 10) -> str:
@@ -75,12 +75,13 @@ def run(args: argparse.Namespace) -> int:
     data_kw = common.data_options(args)
 
     start = time.perf_counter()
-    with common.output_folder() as prepare, common.stage_bar(total=5) as st:
+    with (common.output_folder(args, resumable=False, what=NAME) as folder,
+          common.stage_bar(total=5, mode=common.progress_mode(args)) as st):
         st.start("load", f"load {args.data}")
         ds = common.load_data(args.data, args.seed, data_kw)
         st.done("load")
 
-        prepare(args.out)  # before any long computation: the results need somewhere to go
+        out_dir = folder.prepare()  # before any long computation: results need somewhere to go
 
         st.start("fit", f"fit {args.denoiser} denoiser")
         if args.denoiser == "empirical":
@@ -109,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             "command": "gap",
             "data": ds.name,
             "data_options": data_kw,
+            "data_notes": list(ds.notes),
             "denoiser": args.denoiser,
             "num_train": ds.num_train,
             "num_val": ds.num_val,
@@ -124,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             **common.run_info(start, st),
         }
         text = common.json_text({**meta, **curve.to_dict()})
-        common.write_outputs(args.out, {
+        common.write_outputs(out_dir, {
             "gap.json": lambda f: f.write(text.encode()),
             "gap.csv": lambda f: f.write(curve.to_csv().encode()),
             "gap.png": lambda f: f.write(png.getvalue()),

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from jaxgap import _progress
 from jaxgap.cli import gap as gap_cmd
 from jaxgap.cli import reproduce as reproduce_cmd
 from jaxgap.cli import sample as sample_cmd
@@ -19,10 +20,11 @@ from jaxgap.cli import train as train_cmd
 from jaxgap.cli.common import CLIError
 from jaxgap.cli.sample import SAMPLE_METHODS
 
-__all__ = ["EXIT_ERROR", "PROG", "SAMPLE_METHODS", "build_parser", "main"]
+__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "PROG", "SAMPLE_METHODS", "build_parser", "main"]
 
 PROG = "jaxgap"
 EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,20 +63,24 @@ def main(argv: Sequence[str] | None = None) -> int:
       argv: arguments without the program name (default: ``sys.argv[1:]``).
 
     Returns:
-      0 on success, 2 on a usage or input/output error (reported as one line on stderr).
+      0 on success, 2 on a usage or input/output error (reported as one line on stderr),
+      130 after Ctrl-C (the run stops at once; what it had finished is kept, so a
+      resumable command continues with ``--resume``).
     """
     parser = build_parser()
     # orbax logs through absl; failures reach the user as our one error line instead.
     logging.getLogger("absl").setLevel(logging.CRITICAL)
     try:
         args = parser.parse_args(argv)
-        return int(args.func(args) or 0)
+        with _progress.catch_interrupts():
+            return int(args.func(args) or 0)
     except CLIError as err:
         return _error(str(err))
     except (ValueError, OSError) as err:  # input errors raised below the subcommand layer
         return _error(f"{type(err).__name__}: {err}" if isinstance(err, OSError) else str(err))
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        note = f": {err}" if str(err) else ""
+        print(f"{PROG}: interrupted{note}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except SystemExit as exit_:  # --help, --version
         return exit_.code if isinstance(exit_.code, int) else 0

@@ -22,45 +22,69 @@ DESCRIPTION = ("Run the study in five stages (closed-form gap curves; training t
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``jaxgap reproduce``."""
+    from jaxgap.study.config import QUICK, STUDY_TRAIN, StudyConfig
+
+    d = StudyConfig()
+    count = common.int_at_least(1)
+
+    def default(name, value):
+        return f"(default: {value}; with --quick: {QUICK[name]})"
+
     p.add_argument("--data", default="digits", metavar="NAME",
                    help=f"{DATA_HELP} (default: digits)")
+    common.add_data_options(p, "see jaxgap.data.load")
     p.add_argument("--quick", action="store_true",
                    help="small settings: a smoke test of the pipeline (about a minute)")
+    p.add_argument("--train-size", type=common.int_at_least(2), default=None, metavar="N",
+                   help="training examples of the network and the closed forms "
+                   + default("train_size", STUDY_TRAIN.train_size))
+    p.add_argument("--steps", type=count, default=None, metavar="T",
+                   help="the network's training steps " + default("steps", STUDY_TRAIN.steps))
+    p.add_argument("--eval-sigmas", type=common.int_at_least(3), default=None, metavar="K",
+                   help="noise levels of every gap curve "
+                   + default("eval_sigmas", STUDY_TRAIN.eval_sigmas))
+    p.add_argument("--num-samples", type=count, default=None, metavar="M",
+                   help="samples per sampler " + default("num_samples", d.num_samples))
+    p.add_argument("--sample-steps", type=common.int_at_least(2), default=None, metavar="K",
+                   help="Heun steps of the samplers " + default("sample_steps", d.sample_steps))
     p.add_argument("--seed", type=common.int_at_least(0), default=0,
                    help="seed of the data split, network, noise and sampling (default: 0)")
-    p.add_argument("--out", default=os.path.join("runs", "reproduce"), metavar="DIR",
-                   help="output folder (default: runs/reproduce)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out: skip finished stages, continue "
-                   "training from its last checkpoint")
+    common.add_output_options(p, resumable=True, default=os.path.join("runs", "reproduce"))
+
+
+OVERRIDES = ("train_size", "steps", "eval_sigmas", "num_samples", "sample_steps")
 
 
 def run(args: argparse.Namespace) -> int:
     """``jaxgap reproduce``: the whole study in five resumable stages."""
-    out = os.path.abspath(args.out)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise common.CLIError(f"--out: expected a folder, but {args.out!r} is a file")
-    if not args.resume and os.path.isdir(out) and os.listdir(out):
-        raise common.CLIError(f"--out: {args.out!r} is not empty; pass --resume to continue "
-                              "the run in it or choose another --out")
-
     from jaxgap import study
 
+    overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
+    data_kw = common.data_options(args)
+    if data_kw:
+        overrides["data_options"] = data_kw
     try:
-        config = study.default_config(args.data, quick=args.quick, seed=args.seed)
+        config = study.default_config(args.data, quick=args.quick, seed=args.seed, **overrides)
     except ValueError as err:
         raise common.CLIError(str(err)) from None
-    ds = common.load_data(args.data, args.seed, {})  # unusable data fail before any write
-    train_size = config.train.train_size
-    if train_size is not None and train_size > ds.num_train:
-        raise common.CLIError(f"--data: {ds.name!r} has {ds.num_train} training points; the "
-                              f"study needs {train_size}")
-    start = time.perf_counter()
-    with common.output_folder() as prepare:
-        prepare(args.out)
+    with common.output_folder(args, resumable=True, what=NAME) as folder:
+        ds = common.load_data(args.data, args.seed, data_kw)  # unusable data fail before writes
+        train_size = config.train.train_size
+        if train_size is not None and train_size > ds.num_train:
+            raise common.CLIError(f"--train-size: {ds.name!r} has {ds.num_train} training "
+                                  f"points; the study needs {train_size}")
+        start = time.perf_counter()
+        out_dir = folder.prepare()
         try:
-            results = study.run(config, args.out, resume=args.resume, progress=None,
-                                log=lambda line: print(line, flush=True))
+            results = study.run(config, out_dir, resume=args.resume,
+                                progress=common.progress_mode(args),
+                                log=None if args.quiet else
+                                lambda line: print(line, flush=True))
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(
+                f"{args.out!r} is unchanged (--overwrite replaces it only after a finished "
+                "run)" if folder.replacing else f"finished stages are kept in {args.out!r}; "
+                "continue with --resume") from None
         except ValueError as err:
             msg = str(err)
             raise common.CLIError(f"--out: {msg[len('out: '):]}" if msg.startswith("out: ")

@@ -9,7 +9,6 @@ summary."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import os
@@ -65,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--diagnostic-sigmas", type=common.int_at_least(1), default=None,
                    metavar="L", help="use L of the sampler's noise levels, evenly spread, "
                    "for the domain diagnostics (default: all --steps)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    common.add_output_options(p, resumable=False)
 
 
 class _Source(NamedTuple):
@@ -111,6 +110,11 @@ def _source(args: argparse.Namespace) -> _Source:
         return _Source(args.denoiser, None, args.data if args.data is not None else "digits",
                        data_kw, seed, seed)
     config = _run_folder(args.denoiser)
+    run_dir, out = os.path.abspath(args.denoiser), os.path.abspath(args.out)
+    if args.overwrite and os.path.commonpath([run_dir, out]) == out:
+        raise CLIError(f"--overwrite: --out {args.out!r} holds the run folder --denoiser "
+                       f"{args.denoiser!r}; replacing it would delete the network: choose "
+                       "another --out")
     if args.data is not None and args.data != config.data:
         raise CLIError(f"--data: the run {args.denoiser!r} was trained on "
                        f"{config.data!r}; leave --data out or pass that, got {args.data!r}")
@@ -134,6 +138,7 @@ def _load(args: argparse.Namespace, src: _Source):
             ds = train_mod.load_data(src.config)
         except ValueError as err:
             raise CLIError(f"--denoiser: the data of run {args.denoiser!r}: {err}") from None
+        common.print_notes(ds)
     else:
         ds = common.load_data(src.data, src.data_seed, src.data_kw)
         if args.train_size is not None:
@@ -236,6 +241,7 @@ def _writers(args, src: _Source, ds, drawn, diag, exits, pngs, info: dict) -> di
         "run_config": json.loads(src.config.to_json()) if src.config is not None else None,
         "data": ds.name,
         "data_options": src.data_kw,
+        "data_notes": list(ds.notes),
         "num_train": ds.num_train,
         "num_val": ds.num_val,
         "dim": ds.dim,
@@ -285,7 +291,8 @@ def run(args: argparse.Namespace) -> int:
     from jaxgap.study import sample_and_measure
 
     start = time.perf_counter()
-    with common.output_folder() as prepare, common.stage_bar(total=7) as st:
+    with (common.output_folder(args, resumable=False, what=NAME) as folder,
+          common.stage_bar(total=7, mode=common.progress_mode(args)) as st):
         st.start("load", f"load {src.data}")
         ds = _load(args, src)
         st.done("load")
@@ -300,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
             den = _load_network(args.denoiser, ds.dim)
         st.done("denoiser")
 
-        prepare(args.out)  # before any long computation: the results need somewhere to go
+        out_dir = folder.prepare()  # before any long computation: results need somewhere to go
 
         st.bar.set_description_str(f"sample {args.num} x {args.steps} steps, memorization")
         key = jax.random.PRNGKey(src.seed)
@@ -326,10 +333,7 @@ def run(args: argparse.Namespace) -> int:
 
         st.start("write", f"write {args.out}")
         writers = _writers(args, src, ds, drawn, diag, exits, pngs, common.run_info(start, st))
-        written = common.write_outputs(args.out, writers)
-        if "samples.png" not in pngs:  # no stale grid of an earlier image run
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(os.path.abspath(args.out), "samples.png"))
+        written = common.write_outputs(out_dir, writers)
         st.done("write")
 
     mem = drawn.memorization

@@ -11,6 +11,7 @@ import time
 
 from jaxgap import _io
 from jaxgap.cli import common
+from jaxgap.cli.gap import DATA_HELP
 
 NAME = "train"
 HELP = "train a score network, tracking the gap over training"
@@ -22,53 +23,115 @@ DESCRIPTION = ("Train an EDM-preconditioned network with the EDM loss; every --e
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``jaxgap train``."""
+    from jaxgap.train import EVAL_SIZE, TrainConfig
+
+    d = TrainConfig()
     count = common.int_at_least(1)
-    p.add_argument("--data", default="digits", metavar="NAME",
-                   help="dataset name (default: digits)")
-    p.add_argument("--model", choices=("mlp", "unet"), default="mlp",
-                   help="network (default: mlp)")
+    p.add_argument("--data", default=d.data, metavar="NAME",
+                   help=f"{DATA_HELP} (default: {d.data})")
+    common.add_data_options(p, "see jaxgap.data.load; stored in the run's config")
+    p.add_argument("--model", choices=("mlp", "unet"), default=d.model,
+                   help=f"network: an MLP on flat points, or a U-Net on image data (default: "
+                   f"{d.model})")
     p.add_argument("--train-size", type=count, default=None, metavar="N",
-                   help="training examples used (default: all)")
-    p.add_argument("--steps", type=count, default=2000)
-    p.add_argument("--batch-size", type=count, default=128)
-    p.add_argument("--lr", type=common.positive_float, default=1e-3)
-    p.add_argument("--width", type=count, default=None, help="MLP width")
-    p.add_argument("--depth", type=count, default=None, help="MLP depth")
-    p.add_argument("--eval-every", type=count, default=200, metavar="E")
-    p.add_argument("--ckpt-every", type=count, default=500, metavar="C")
-    p.add_argument("--eval-sigmas", type=common.int_at_least(2), default=24, metavar="K")
-    p.add_argument("--eval-num-noise", type=count, default=1, metavar="R")
-    p.add_argument("--seed", type=common.int_at_least(0), default=0)
-    p.add_argument("--out", required=True, metavar="DIR", help="run folder")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint")
+                   help="train on the first N training examples (default: all)")
+    p.add_argument("--steps", type=count, default=d.steps, metavar="T",
+                   help=f"optimizer steps (default: {d.steps})")
+    p.add_argument("--batch-size", type=count, default=d.batch_size, metavar="B",
+                   help=f"examples per step, capped at the training set (default: "
+                   f"{d.batch_size})")
+    p.add_argument("--lr", type=common.positive_float, default=d.lr,
+                   help=f"Adam learning rate after a {d.warmup}-step warm-up (default: {d.lr:g})")
+    p.add_argument("--width", type=count, default=None, metavar="W",
+                   help=f"MLP hidden width (default: {d.width})")
+    p.add_argument("--depth", type=count, default=None, metavar="L",
+                   help=f"MLP hidden layers (default: {d.depth})")
+    p.add_argument("--eval-every", type=count, default=d.eval_every, metavar="E",
+                   help=f"record per-sigma train/val losses every E steps, and at the first "
+                   f"and last step (default: {d.eval_every})")
+    p.add_argument("--ckpt-every", type=count, default=d.ckpt_every, metavar="C",
+                   help=f"checkpoint every C steps and at the last step; Ctrl-C also "
+                   f"checkpoints (default: {d.ckpt_every})")
+    p.add_argument("--eval-sigmas", type=common.int_at_least(2), default=d.eval_sigmas,
+                   metavar="K", help=f"noise levels of the evaluations, log-spaced in "
+                   f"[{d.sigma_min:g}, {d.sigma_max:g}] (default: {d.eval_sigmas})")
+    p.add_argument("--eval-num-noise", type=count, default=d.eval_num_noise, metavar="R",
+                   help=f"noise draws per example and sigma in the evaluations (default: "
+                   f"{d.eval_num_noise})")
+    p.add_argument("--eval-train-size", type=count, default=EVAL_SIZE, metavar="N",
+                   help=f"training examples evaluated, the first N (default: {EVAL_SIZE})")
+    p.add_argument("--eval-val-size", type=count, default=EVAL_SIZE, metavar="N",
+                   help=f"validation examples evaluated, the first N (default: {EVAL_SIZE})")
+    p.add_argument("--seed", type=common.int_at_least(0), default=d.seed,
+                   help=f"the run's one seed: data split, initialization, data order, noise "
+                   f"(default: {d.seed})")
+    common.add_output_options(p, resumable=True)
+
+
+def _config(args: argparse.Namespace):
+    from jaxgap.train import TrainConfig
+
+    fields = dict(data=args.data, data_options=common.data_options(args), model=args.model,
+                  train_size=args.train_size, steps=args.steps, batch_size=args.batch_size,
+                  lr=args.lr, eval_every=args.eval_every, ckpt_every=args.ckpt_every,
+                  eval_sigmas=args.eval_sigmas, eval_num_noise=args.eval_num_noise,
+                  eval_train_size=args.eval_train_size, eval_val_size=args.eval_val_size,
+                  seed=args.seed)
+    if args.width is not None:
+        fields["width"] = args.width
+    if args.depth is not None:
+        fields["depth"] = args.depth
+    try:
+        return TrainConfig(**fields).validate()
+    except ValueError as err:
+        raise common.CLIError(str(err)) from None
 
 
 def run(args: argparse.Namespace) -> int:
     """``jaxgap train``: train a network, tracking the per-sigma gap over training."""
     from jaxgap.losses import curve_peak
     from jaxgap.report import plot_gap_over_training
-    from jaxgap.train import TrainConfig, read_metrics, train_and_evaluate
+    from jaxgap.train import last_checkpoint, load_data, read_metrics, train_and_evaluate
 
-    fields = dict(data=args.data, model=args.model, train_size=args.train_size,
-                  steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                  eval_every=args.eval_every, ckpt_every=args.ckpt_every,
-                  eval_sigmas=args.eval_sigmas, eval_num_noise=args.eval_num_noise,
-                  seed=args.seed)
-    if args.width is not None:
-        fields["width"] = args.width
-    if args.depth is not None:
-        fields["depth"] = args.depth
-    config = TrainConfig(**fields).validate()
+    config = _config(args)
     start = time.perf_counter()
-    summary = train_and_evaluate(config, args.out, resume=args.resume,
-                                 progress=sys.stderr.isatty())
-    rows = read_metrics(args.out)
+    with common.output_folder(args, resumable=True, what=NAME) as folder:
+        try:
+            ds = load_data(config)
+        except ValueError as err:
+            msg = str(err)
+            raise common.CLIError(f"--train-size{msg[len('train_size'):]}"
+                                  if msg.startswith("train_size") else
+                                  f"--data: {msg.removeprefix('name: ')}") from None
+        common.print_notes(ds)
+        n_tr = min(ds.num_train, config.train_size or ds.num_train)
+        e_tr, e_va = min(n_tr, config.eval_train_size), min(ds.num_val, config.eval_val_size)
+        if not args.quiet and (e_tr < n_tr or e_va < ds.num_val):
+            print(f"note: evaluating the first {e_tr} of {n_tr} training and {e_va} of "
+                  f"{ds.num_val} validation examples at {config.eval_sigmas} sigmas "
+                  "(--eval-train-size, --eval-val-size)", file=sys.stderr)
+        out_dir = folder.prepare()
+        try:
+            summary = train_and_evaluate(config, out_dir, resume=args.resume,
+                                         progress=common.progress_mode(args))
+        except KeyboardInterrupt:
+            if folder.replacing:
+                raise KeyboardInterrupt(f"{args.out!r} is unchanged (--overwrite replaces it "
+                                        "only after a finished run)") from None
+            step = last_checkpoint(out_dir)
+            where = (f"checkpoint of step {step} in {args.out!r}; continue with --resume"
+                     if step else f"no checkpoint yet in {args.out!r}; --resume starts over")
+            raise KeyboardInterrupt(where) from None
+        except ValueError as err:
+            msg = str(err)
+            raise common.CLIError(f"--out: {msg.removeprefix('out: ')}"
+                                  if msg.startswith("out: ") else msg) from None
+        rows = read_metrics(out_dir)
+        png = io.BytesIO()
+        plot_gap_over_training(rows, png, title=f"{config.data} / {config.model}, "
+                               f"n_train = {config.train_size or 'all'}")
+        _io.write_bytes(os.path.join(out_dir, "gap_over_training.png"), png.getvalue())
     figure = os.path.join(args.out, "gap_over_training.png")
-    png = io.BytesIO()
-    plot_gap_over_training(rows, png, title=f"{config.data} / {config.model}, "
-                           f"n_train = {config.train_size or 'all'}")
-    _io.write_bytes(figure, png.getvalue())
     last = summary["last"]
     k = curve_peak(last["sigmas"], last["ema_gap"], return_index=True)[2]
     print(f"trained {config.model} for {config.steps} steps on {config.data} in "

@@ -10,9 +10,14 @@ mixture; a single Gaussian is one component), so closed-form denoisers, populati
 and theory can be compared with the finite sample.
 
 Data values are checked where they enter: :func:`load` (through :class:`Dataset`) refuses
-NaN/inf entries and non-numeric arrays, so nothing downstream reads them back to check again.
+NaN/inf entries, non-numeric arrays and validation sets of fewer than 2 points, so nothing
+downstream reads them back to check again. User files are read as a user expects: a
+channels-first image array is detected and moved channels-last, float images in ``[0, 1]``
+are mapped to ``[-1, 1]`` like ``uint8`` ones, and what was decided on the user's behalf is
+kept in :attr:`Dataset.notes` for a program to show.
 The loaders live in private modules (``_builtin``: digits and synthetic data, ``_files``:
-npz/npy arrays, ``_dataset``: the containers); import everything from :mod:`jaxgap.data`.
+npz/npy arrays, ``_convert``: the layout and scale rules for files, ``_dataset``: the
+containers); import everything from :mod:`jaxgap.data`.
 
 All randomness comes from ``numpy.random.default_rng(seed)``; the same ``name``, ``seed`` and
 keywords give identical arrays, and no global random state is read or written.
@@ -77,22 +82,48 @@ def load(name: str = "digits", *, seed: int = 0, **kwargs: Any) -> Dataset:
       noise_std=0.0``): ``x = A z + noise_std * eps`` with ``A: [dim, intrinsic_dim]``
       orthonormal columns (a random subspace), ``z ~ N(0, I_k)``, ``eps ~ N(0, I_d)``; truth
       covariance ``A A^T + noise_std^2 I`` (singular when ``noise_std = 0``).
-    - ``"npz:PATH"`` (``num_val=None, channels_first=False``): arrays saved with
-      ``np.savez``. Training/validation arrays are taken from the first present key of
+    - ``"npz:PATH"`` (``num_val=None, channels_first=None, scale="auto"``): arrays saved
+      with ``np.savez``. Training/validation arrays are taken from the first present key of
       ``train, x_train, train_images`` and ``val, x_val, val_images, test, x_test,
       test_images``; labels from ``train_labels, y_train`` and ``val_labels, y_val,
       test_labels, y_test``. Without a validation key, the training array (or else one of
       ``x, data, images``, or else the archive's only non-label array, labels from
       ``labels, y``) is split with a seeded permutation, ``num_val`` defaulting to
-      ``max(1, n // 10)``. Pickled (object) arrays are refused.
-    - ``"npy:PATH"`` (``num_val=None, channels_first=False``): one array saved with
-      ``np.save``, split as above.
+      ``max(2, n // 10)``. Pickled (object) arrays are refused.
+    - ``"npy:PATH"`` (``num_val=None, channels_first=None, scale="auto"``): one array saved
+      with ``np.save``, split as above.
 
     File arrays have shape ``[n, d]`` (vectors), ``[n, H, W]`` (grayscale; ``image_shape``
-    becomes ``(H, W, 1)``) or ``[n, H, W, C]``; with ``channels_first=True`` a ``[n, C, H, W]``
-    array (as some exporters write CIFAR) is transposed to channels-last first. Points are
-    flattened row-major to ``[n, H * W * C]``. ``uint8`` arrays are mapped to ``[-1, 1]`` by
-    ``x / 127.5 - 1``; other integer and float arrays are converted to float32 unscaled.
+    becomes ``(H, W, 1)``), ``[n, H, W, C]`` or ``[n, C, H, W]``; points are flattened
+    row-major (channels last) to ``[n, H * W * C]``. A file is checked by its first bytes
+    (an npz is a zip archive, an npy starts with ``b"\\x93NUMPY"``), so a text file or another
+    format is named as such. Every validation set has at least 2 points (a standard error
+    over examples needs two): ``num_val >= 2``, and a file's validation array too.
+
+    ``channels_first`` (layout): None (default) detects, True moves axis 1 last, False keeps
+    the layout. Detection takes ``[n, C, H, W]`` with ``C`` in (1, 3, 4) and a last axis not
+    in (1, 3, 4) as channels-first and moves it to ``[n, H, W, C]``, with a note; when both
+    axis 1 and the last axis are in (1, 3, 4) (e.g. ``[n, 3, 4, 4]``) the layout is kept as
+    ``[n, H, W, C]`` (the documented layout; a guess would silently scramble the other
+    reading) and a note names the option; any other shape is kept without a note.
+
+    ``scale`` (values): ``"auto"`` (default), ``"none"`` (values used as they are) or a
+    number ``M > 0`` mapping ``[0, M]`` to ``[-1, 1]`` by ``x * 2 / M - 1`` (``scale=255`` for
+    pixel values ``0..255`` stored as floats, ``scale=1`` for ``[0, 1]``); values outside
+    ``[0, M]`` are refused. ``"auto"`` decides once, on the training and validation arrays
+    together, so both are mapped alike:
+
+    - ``uint8`` arrays: ``M = 255`` (``x / 127.5 - 1``), whatever their shape;
+    - flat ``[n, d]`` arrays of any other dtype: kept as they are (points, not pixels);
+    - image-shaped arrays (``[n, H, W]``, ``[n, H, W, C]``) of any other dtype (float or
+      integer): values in ``[0, 1]`` are mapped as ``scale=1``, with a note; values within
+      ``[-1, 1]`` with negatives are kept; values outside ``[-1, 1]`` are refused with the
+      range found and the options (``scale=255``, ``scale='none'``; on the command line
+      ``-D scale=255``, ``-D scale=none``).
+
+    (The ``"gaussian"`` dataset's ``scale`` is its spectrum's scale, unrelated.) What such a
+    rule decides on the user's behalf is recorded in :attr:`Dataset.notes`, one sentence
+    each; an explicit ``channels_first`` or ``scale`` is obeyed without a note.
 
     Synthetic datasets draw the truth, the training and the validation points from three
     independent streams spawned from ``default_rng(seed)``: changing ``num_train`` changes
@@ -109,8 +140,23 @@ def load(name: str = "digits", *, seed: int = 0, **kwargs: Any) -> Dataset:
 
     Raises:
       ValueError: unknown name or keyword; missing, unreadable or unusable file; fewer than
-        2 points; NaN/inf or non-numeric data; ``num_val >= n``; non-positive sizes. The
-        message names the offending argument, what was expected and what was received.
+        3 points to split, or fewer than 2 validation points; NaN/inf or non-numeric data;
+        ``num_val >= n``; non-positive sizes; image values outside ``[-1, 1]`` under
+        ``scale="auto"`` or outside ``[0, M]`` under ``scale=M``. The message names the
+        offending argument, what was expected and what was received, and the option to
+        pass in both spellings (``scale=255``; command line: ``-D scale=255``).
+
+    Example:
+      Float images in ``[0, 1]``, channels first: moved and mapped, with a note for each.
+
+      >>> import os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "images.npy")
+      >>> np.save(path, np.full((10, 3, 8, 8), 0.75, np.float32))
+      >>> ds = load(f"npy:{path}")
+      >>> ds.image_shape, ds.num_val, float(ds.train.max())
+      ((8, 8, 3), 2, 0.5)
+      >>> [note.rsplit("command line: ", 1)[1] for note in ds.notes]
+      ['-D channels_first=False) to keep the layout', '-D scale=none)']
     """
     if not isinstance(name, str):
         raise ValueError(f"name: expected a str, one of {list(DATASET_NAMES)}, got "

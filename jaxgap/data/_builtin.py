@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxgap._checks import positive_float
-from jaxgap.data._dataset import Dataset, Truth, check_num_val, size, split_indices
+from jaxgap.data._dataset import Dataset, Truth, check_num_val, size, split_indices, val_size
 
 __all__ = ["load_digits", "load_gaussian", "load_gmm", "load_manifold"]
 
@@ -50,7 +50,7 @@ def load_digits(*, seed: int, num_val: int = 300) -> Dataset:
 def synthetic(name: str, seed: int, num_train, num_val, truth_fn, sample_fn,
                keep_labels: bool) -> Dataset:
     num_train = size(num_train, "num_train")
-    num_val = size(num_val, "num_val")
+    num_val = val_size(num_val)
     rng_truth, rng_train, rng_val = np.random.default_rng(seed).spawn(3)
     truth, factors = truth_fn(rng_truth)
     x_tr, y_tr = sample_fn(rng_train, truth, num_train, factors)

@@ -14,7 +14,8 @@ from jaxtyping import Float, Int
 
 from jaxgap._checks import positive_int
 
-__all__ = ["Dataset", "Truth", "check_num_val", "readonly", "size", "split_indices"]
+__all__ = ["CHANNEL_SIZES", "MIN_VAL", "Dataset", "Truth", "check_num_val", "flat_points",
+           "looks_channels_first", "readonly", "size", "split_indices", "val_size"]
 
 
 class Truth(NamedTuple):
@@ -77,13 +78,59 @@ def readonly(x: np.ndarray | None, dtype) -> np.ndarray | None:
     return out
 
 
+#: Channel counts that make an axis look like the channel axis of an image.
+CHANNEL_SIZES = (1, 3, 4)
+
+#: Fewest validation points: a standard error over examples needs two.
+MIN_VAL = 2
+
+
+def looks_channels_first(shape: tuple[int, ...]) -> bool:
+    """True when an ``[n, A, B, C]`` shape reads as ``[n, C, H, W]`` and not ``[n, H, W, C]``."""
+    return len(shape) == 4 and shape[1] in CHANNEL_SIZES and shape[-1] not in CHANNEL_SIZES
+
+
+def flat_points(x, field: str) -> tuple[np.ndarray, tuple[int, ...] | None]:
+    """``x`` as a numeric ``[n, d]`` array, flattening channels-last images.
+
+    Returns (``[n, d]`` array, ``(H, W, C)`` for image-shaped input else None).
+    """
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiu":
+        raise ValueError(f"{field}: expected a real numeric array, got dtype {x.dtype}")
+    shape = tuple(int(s) for s in x.shape)
+    if not 2 <= x.ndim <= 4:
+        raise ValueError(f"{field}: expected [n, d], [n, H, W] or [n, H, W, C], got shape "
+                         f"{list(shape)}")
+    if x.size == 0:
+        raise ValueError(f"{field}: expected a non-empty array, got shape {list(shape)}")
+    if x.ndim == 2:
+        return x, None
+    if looks_channels_first(shape):
+        raise ValueError(
+            f"{field}: expected channels-last images [n, H, W, C], got shape {list(shape)}, "
+            f"which looks channels-first [n, C, H, W]: pass np.moveaxis({field}, 1, -1) (or, "
+            f"if it is channels-last, {field}.reshape({shape[0]}, -1) with image_shape="
+            f"{shape[1:]})")
+    image_shape = shape[1:] + (1,) if x.ndim == 3 else shape[1:]
+    return x.reshape(shape[0], -1), image_shape
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
     """A train/validation split of flattened data points.
 
+    The constructor takes ``train`` and ``val`` as ``[n, d]`` points or as channels-last
+    images ``[n, H, W]`` (grayscale) / ``[n, H, W, C]``, which it flattens row-major and whose
+    ``(H, W, C)`` becomes ``image_shape``. It converts to float32 without rescaling (the
+    scaling rules of :func:`jaxgap.data.load` apply to files only) and refuses NaN/inf,
+    non-numeric arrays, and fewer than 2 validation points (a standard error over examples
+    needs two).
+
     Attributes:
       train: ``[n_train, d]`` float32 training points (read-only numpy array).
-      val: ``[n_val, d]`` float32 held-out points from the same distribution.
+      val: ``[n_val, d]`` float32 held-out points from the same distribution,
+        ``n_val >= 2``.
       name: the name it was loaded under (e.g. ``"digits"``, ``"npz:/data/cifar.npz"``).
       image_shape: ``(H, W, C)`` (channels last) when the points are flattened images,
         with ``H * W * C == d``; None for vector data. Digits: ``(8, 8, 1)``;
@@ -91,6 +138,9 @@ class Dataset:
       train_labels: ``[n_train]`` integer class labels, or None.
       val_labels: ``[n_val]`` integer class labels, or None.
       truth: the generating distribution for synthetic data (a :class:`Truth`), else None.
+      notes: what loading decided on the user's behalf, one sentence each (e.g. a
+        channels-first array moved to channels-last, float images in ``[0, 1]`` mapped to
+        ``[-1, 1]``), for a program to show or record; ``()`` when nothing was decided.
     """
 
     train: Float[np.ndarray, "n_train d"]
@@ -100,15 +150,12 @@ class Dataset:
     train_labels: Int[np.ndarray, " n_train"] | None = None
     val_labels: Int[np.ndarray, " n_val"] | None = None
     truth: Truth | None = None
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self):
+        shapes = {}
         for field in ("train", "val"):
-            x = np.asarray(getattr(self, field))
-            if x.dtype.kind not in "fiu":
-                raise ValueError(f"{field}: expected a real numeric array, got dtype {x.dtype}")
-            if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
-                raise ValueError(f"{field}: expected a non-empty [n, d] array, got shape "
-                                 f"{list(x.shape)}")
+            x, shapes[field] = flat_points(getattr(self, field), field)
             x = readonly(x, np.float32)
             if not np.isfinite(x).all():
                 bad = int(x.size - np.isfinite(x).sum())
@@ -118,12 +165,25 @@ class Dataset:
         if self.val.shape[1] != d:
             raise ValueError(f"val: expected last dimension d = {d} (as train), got shape "
                              f"{list(self.val.shape)}")
-        if self.image_shape is not None:
-            shape = tuple(int(s) for s in self.image_shape)
-            if int(np.prod(shape)) != d:
+        if self.val.shape[0] < MIN_VAL:
+            raise ValueError(f"val: expected at least {MIN_VAL} validation points (a standard "
+                             f"error needs {MIN_VAL}), got shape {list(self.val.shape)}")
+        found = [(f, s) for f, s in shapes.items() if s is not None]
+        if len(found) == 2 and found[0][1] != found[1][1]:
+            raise ValueError(f"val: expected images of shape {found[0][1]} (as train), got "
+                             f"{found[1][1]}")
+        image_shape = self.image_shape
+        if image_shape is not None:
+            image_shape = tuple(int(s) for s in image_shape)
+            if int(np.prod(image_shape)) != d:
                 raise ValueError(f"image_shape: expected a shape with product d = {d}, got "
-                                 f"{shape}")
-            object.__setattr__(self, "image_shape", shape)
+                                 f"{image_shape}")
+            if found and found[0][1] != image_shape:
+                raise ValueError(f"image_shape: expected {found[0][1]} (the shape of "
+                                 f"{found[0][0]}'s images), got {image_shape}")
+        elif found:
+            image_shape = found[0][1]
+        object.__setattr__(self, "image_shape", image_shape)
         for field, n in (("train_labels", self.train.shape[0]), ("val_labels", self.val.shape[0])):
             y = getattr(self, field)
             if y is None:
@@ -136,6 +196,11 @@ class Dataset:
         if self.truth is not None and self.truth.dim != d:
             raise ValueError(f"truth: expected a distribution on d = {d} dimensions, got "
                              f"d = {self.truth.dim}")
+        notes = self.notes
+        if isinstance(notes, str) or not isinstance(notes, (tuple, list)) or not all(
+                isinstance(s, str) for s in notes):
+            raise ValueError(f"notes: expected a tuple of str, got {notes!r}")
+        object.__setattr__(self, "notes", tuple(notes))
 
     def __repr__(self) -> str:
         def labels(y):
@@ -145,7 +210,8 @@ class Dataset:
         return (f"Dataset(name={self.name!r}, train=[{self.num_train}, {self.dim}] float32, "
                 f"val=[{self.num_val}, {self.dim}] float32, image_shape={self.image_shape}, "
                 f"train_labels={labels(self.train_labels)}, "
-                f"val_labels={labels(self.val_labels)}, truth={truth})")
+                f"val_labels={labels(self.val_labels)}, truth={truth}"
+                + (f", notes={self.notes}" if self.notes else "") + ")")
 
     @property
     def dim(self) -> int:
@@ -167,7 +233,7 @@ class Dataset:
 
         The training set is already shuffled (for split data) or i.i.d. (synthetic), so the
         first ``n`` points are a random subset; nested sizes give nested training sets.
-        Validation data, labels of the kept points, and truth are unchanged.
+        Validation data, labels of the kept points, truth and notes are unchanged.
 
         Args:
           n: number of training points to keep, ``1 <= n <= num_train``.
@@ -189,6 +255,14 @@ def size(value, name: str) -> int:
     return positive_int(value, name, minimum=1)
 
 
+def val_size(value) -> int:
+    """A validation-set size: an integer ``>= 2`` (a standard error needs two points)."""
+    if not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value < MIN_VAL:
+        raise ValueError(f"num_val: expected an integer >= {MIN_VAL} (a standard error needs "
+                         f"at least {MIN_VAL} validation points), got {value}")
+    return positive_int(value, "num_val", minimum=MIN_VAL)
+
+
 def split_indices(n: int, num_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded random partition of ``range(n)`` into (train indices, val indices)."""
     perm = np.random.default_rng(seed).permutation(n)
@@ -196,7 +270,8 @@ def split_indices(n: int, num_val: int, seed: int) -> tuple[np.ndarray, np.ndarr
 
 
 def check_num_val(num_val, n: int, what: str) -> int:
-    num_val = size(num_val, "num_val")
+    """``num_val`` for a split of ``n`` points: ``2 <= num_val < n``."""
+    num_val = val_size(num_val)
     if num_val >= n:
         raise ValueError(f"num_val: expected an integer < {n} (the {what} has {n} points and "
                          f"at least one must stay for training), got {num_val}")

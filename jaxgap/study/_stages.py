@@ -4,7 +4,6 @@ before it, and returns its typed result and its files ``{name: bytes or writer}`
 from __future__ import annotations
 
 import io
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +12,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
-from jaxgap import _streams, metrics
+from jaxgap import _progress, _streams, metrics
 from jaxgap import train as train_mod
 from jaxgap.denoisers import EmpiricalDenoiser, GaussianDenoiser
 from jaxgap.losses import gap_curve
@@ -42,7 +40,7 @@ class Context(NamedTuple):
     val: np.ndarray  # the validation points evaluated
     sigmas: Any  # [K] the log grid of every gap curve
     key: jax.Array  # the evaluation key (common random numbers with the training evals)
-    progress: bool | None
+    progress: bool | str | None  # a mode of jaxgap._progress.bar
 
 
 @dataclass
@@ -57,8 +55,7 @@ class Done:
 
 
 def _bar(ctx: Context, total: int, desc: str):
-    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=False,
-                disable=None if ctx.progress is None else not ctx.progress)
+    return _progress.bar(total, desc, mode=ctx.progress, unit="step", leave=False)
 
 
 def _png(plot: Callable, *args, **kw) -> bytes:
@@ -93,8 +90,7 @@ def train(ctx: Context, done: Done) -> tuple[res.TrainResult, dict]:
     tc = ctx.config.train
     run_dir = ctx.out / "train"
     resume = (run_dir / train_mod.CONFIG).exists()
-    train_mod.train_and_evaluate(tc, run_dir, resume=resume, progress=sys.stderr.isatty()
-                                 if ctx.progress is None else ctx.progress)
+    train_mod.train_and_evaluate(tc, run_dir, resume=resume, progress=ctx.progress)
     rows = train_mod.read_metrics(run_dir)
     if not rows:
         raise ValueError(f"out: no evaluations in {run_dir}")

@@ -14,15 +14,16 @@ from jaxgap import _streams, noise
 from jaxgap._checks import positive_int
 from jaxgap.train import TrainConfig
 
-__all__ = ["StudyConfig", "default_config"]
+__all__ = ["QUICK", "STUDY_TRAIN", "StudyConfig", "default_config"]
 
 STUDY_TRAIN = TrainConfig(model="mlp", train_size=512, eval_val_size=300, steps=8000,
                           eval_every=1000, ckpt_every=1000)
 """The default network and its training: the EDM-preconditioned MLP on 512 images."""
 
-_QUICK = dict(train_size=64, eval_val_size=128, steps=400, batch_size=64, width=64, depth=2,
+QUICK = dict(train_size=64, eval_val_size=128, steps=400, batch_size=64, width=64, depth=2,
               eval_every=100, ckpt_every=100, eval_sigmas=10, num_noise=1, num_samples=48,
               sample_steps=8, num_bootstrap=200, fit_grid=6, fit_refine=2)
+"""The settings that ``quick=True`` (``jaxgap reproduce --quick``) changes."""
 
 # Flat settings.json of jaxgap 0.1 (ReproduceConfig): two names differ from TrainConfig's.
 _LEGACY_NAMES = {"val_size": "eval_val_size", "num_sigmas": "eval_sigmas"}
@@ -111,7 +112,9 @@ class StudyConfig:
 
     def to_dict(self) -> dict:
         """Plain JSON values (``train`` nested), as written to ``settings.json``."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        doc = json.loads(json.dumps(dataclasses.asdict(self)))
+        doc["train"] = json.loads(self.train.to_json())
+        return doc
 
     @classmethod
     def from_dict(cls, doc: dict) -> StudyConfig:
@@ -173,7 +176,7 @@ def default_config(data: str = "digits", *, quick: bool = False, seed: int = 0,
       100
     """
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    fields: dict[str, Any] = dict(_QUICK) if quick else {}
+    fields: dict[str, Any] = dict(QUICK) if quick else {}
     fields.update({_LEGACY_NAMES.get(k, k): v for k, v in overrides.items()})
     train = dataclasses.replace(STUDY_TRAIN, data=data, seed=seed,
                                 **{k: v for k, v in fields.items() if k in train_fields})

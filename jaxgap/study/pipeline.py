@@ -13,6 +13,7 @@ import numpy as np
 
 from jaxgap import __version__
 from jaxgap import train as train_mod
+from jaxgap._mc import device_text
 from jaxgap.report import report as rep
 from jaxgap.study import _stages
 from jaxgap.study.claims import evaluate_claims
@@ -53,7 +54,7 @@ def _check_out(out: Path, config: StudyConfig, resume: bool) -> None:
         raise ValueError(f"out: {str(out)!r} holds no jaxgap reproduce run (no {SETTINGS})")
 
 
-def run(config: StudyConfig, out, *, resume: bool = False, progress: bool | None = None,
+def run(config: StudyConfig, out, *, resume: bool = False, progress: bool | str | None = None,
         log: Callable[[str], None] | None = print) -> dict:
     """Run the study: every stage not yet done, then results.json and the reports.
 
@@ -62,7 +63,8 @@ def run(config: StudyConfig, out, *, resume: bool = False, progress: bool | None
       out: output folder (created; must be empty unless ``resume``).
       resume: skip the stages whose results exist; continue training from its last
         checkpoint; redo a stage that was killed.
-      progress: progress bars (None: only when stderr is a terminal).
+      progress: None or True: bars on a terminal, a log line every few seconds otherwise;
+        False: none (see :func:`jaxgap._progress.bar`).
       log: called with one line per stage (None: silent).
 
     Returns:
@@ -115,7 +117,6 @@ def run(config: StudyConfig, out, *, resume: bool = False, progress: bool | None
 
 
 def _results(ctx: _stages.Context, done: _stages.Done, seconds: dict, skipped: list) -> dict:
-    device = jax.devices()[0]
     cf, domain = done.closed_form, done.domain
     numbers = {
         "closed_form": {"sigma_min": cf.sigma_min,
@@ -144,7 +145,7 @@ def _results(ctx: _stages.Context, done: _stages.Done, seconds: dict, skipped: l
         "claims": evaluate_claims(numbers),
         "jax_version": jax.__version__,
         "jaxgap_version": __version__,
-        "device": f"{device.platform}: {device.device_kind}",
+        "device": device_text(),
     })
 
 
