@@ -27,6 +27,7 @@ EXPECTED = (
     "300_inference_trajectories.ipynb",
 )
 CELL_TIMEOUT_S = 300
+MAX_STREAM_LINES = 40
 SMALL_FLAG = 'SMALL = os.environ.get("JAXGAP_NOTEBOOK_SMALL") == "1"'
 # Private names of the package: notebooks use the public API only.
 PRIVATE_IMPORT = re.compile(r"jaxgap(\.\w+)*\._\w+|from\s+jaxgap(\.\w+)*\s+import\s+[^\n]*\b_\w+")
@@ -93,6 +94,14 @@ def test_notebook_runs_small(path, tmp_path, monkeypatch):
             client.execute_cell(cell, index)  # raises CellExecutionError on a failing cell
     not_run = [i for i, c in enumerate(nb.cells)
                if c.cell_type == "code" and c.execution_count is None]
+    # Issue 12: progress in a notebook printed an "IProgress not found" warning per cell and
+    # ~600 lines of text bars; it is now a log line every few seconds.
+    for i, c in enumerate(nb.cells):
+        text = "".join(o.get("text", "") for o in c.get("outputs", [])
+                       if o.get("output_type") == "stream")
+        assert "IProgress" not in text, f"{path.name}, cell {i}: {text[:300]}"
+        assert len(text.splitlines()) <= MAX_STREAM_LINES, (
+            f"{path.name}, cell {i} printed {len(text.splitlines())} lines: {text[:300]}")
     assert not not_run, f"{path.name}: code cells {not_run} did not run"
     assert sorted(p.name for p in NOTEBOOK_DIR.iterdir()) == before, (
         f"{path.name}: running it wrote into {NOTEBOOK_DIR}")
