@@ -159,6 +159,31 @@ def test_resume_with_other_settings_exits_2(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["settings.json"]
 
 
+def test_size_and_data_options_reach_the_settings(tmp_path, capsys):
+    """Issue 12: reproduce had no options for sizes or steps and no -D."""
+    out = tmp_path / "run"
+    out.mkdir()
+    quick = default_config(quick=True)
+    (out / "settings.json").write_text(json.dumps(quick.to_dict()))
+    code, err = _err(capsys, ["reproduce", "--quick", "--steps", "50", "--num-samples", "8",
+                              "--train-size", "40", "-D", "num_val=200", "--out", str(out),
+                              "--resume"])
+    assert code == 2, err
+    for name in ("train.steps", "num_samples", "train.train_size",
+                 "train.data_options.num_val"):
+        assert name in err, (name, err)
+    assert default_config(quick=True, steps=50, data_options={"num_val": 200}).train \
+        .data_options == (("num_val", 200),)
+    code, err = _err(capsys, ["reproduce", "-D", "seed=3", "--out", str(tmp_path / "x")])
+    assert code == 2 and "--seed" in err
+    # --overwrite on a bad data name: the old folder is left as it was
+    code, err = _err(capsys, ["reproduce", "--quick", "--data", "nosuch", "--overwrite",
+                              "--out", str(out)])
+    assert code == 2 and "nosuch" in err
+    assert sorted(p.name for p in out.iterdir()) == ["settings.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 # ------------------------------------------------------------------------------------------
 # Claims on constructed numbers
 # ------------------------------------------------------------------------------------------
