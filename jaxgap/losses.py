@@ -35,6 +35,7 @@ from jaxgap._mc import check_loss_args, example_noise, noisy_queries, per_exampl
 from jaxgap._protocol import call
 
 __all__ = [
+    "PLATEAU_RTOL",
     "GapCurve",
     "curve_peak",
     "denoising_loss",
@@ -133,6 +134,11 @@ def optimal_loss_identity(key, denoiser, data, sigmas, *, cond=None, num_noise: 
     return jnp.mean(jnp.sum(data**2, axis=1)) / data.shape[1] - jnp.mean(out_sq, axis=1)
 
 
+PLATEAU_RTOL = 1e-6
+"""Values within ``PLATEAU_RTOL x |max|`` of a curve's maximum are tied (a plateau): about
+eight float32 rounding steps, so a tie is never decided by the sign of a rounding error."""
+
+
 def curve_peak(sigmas, values, *, refine: bool = False, return_index: bool = False):
     r"""Peak of a sampled curve (a gap curve): ``(sigma, value)``. The one definition.
 
@@ -140,16 +146,30 @@ def curve_peak(sigmas, values, *, refine: bool = False, return_index: bool = Fal
     ``refine=True``: with ``k`` the grid index of the largest value, the sigma of the vertex
     of the parabola through ``(log sigma_j, value_j)``, ``j = k-1, k, k+1`` (it lies between
     the two neighbours); at an end of the grid, or where the three points are collinear, the
-    grid sigma. The value returned is always the measured grid maximum ``value_k``.
+    grid sigma. The value returned is always the measured grid value ``value_k``.
 
     .. math:: g(u) = g_k + b\,(u - u_k) + c\,(u - u_k)^2, \quad u = \log\sigma,
         \qquad \log\sigma^\star = u_k - \frac{b}{2c}.
 
+    Plateaus (ties): values within :data:`PLATEAU_RTOL` ``x |max|`` of the maximum count
+    as equal. Of the tied grid points, ordered by sigma, the first run of neighbours is the
+    plateau, and the peak is
+
+    - its smallest sigma when the plateau reaches the smallest sigma of the grid (the
+      curve may stay maximal below the grid, as a memorizing denoiser's gap does; a flat
+      curve also gives the smallest sigma), else
+    - its largest sigma when it reaches the largest sigma of the grid, else
+    - its middle grid point (of two middle points the smaller sigma); with
+      ``refine=True`` the geometric middle ``sqrt(sigma_first sigma_last)`` of the plateau.
+
+    The answer depends on the sigmas and values only, not on the order of the grid.
+
     Args:
       sigmas: ``[K]`` noise levels ``> 0`` (strictly monotonic for ``refine=True``).
       values: ``[K]`` curve values.
-
-      return_index: also return the grid index ``k`` of the largest value.
+      refine: the parabola vertex instead of the grid point.
+      return_index: also return the grid index ``k`` of the chosen point (into ``sigmas``
+        as given).
 
     Returns:
       ``(peak_sigma, peak_value)`` floats, or ``(peak_sigma, peak_value, k)``.
@@ -157,6 +177,10 @@ def curve_peak(sigmas, values, *, refine: bool = False, return_index: bool = Fal
     Example:
       >>> curve_peak([0.1, 1.0, 10.0], [0.0, 2.0, 1.0])
       (1.0, 2.0)
+      >>> curve_peak([0.1, 0.2, 0.4, 0.8, 1.6], [0.0, 1.0, 1.0, 1.0, 0.0])  # a plateau
+      (0.4, 1.0)
+      >>> curve_peak([0.1, 0.2, 0.4, 0.8], [1.0, 1.0, 0.5, 0.0])  # reaches the grid's end
+      (0.1, 1.0)
     """
     # NumPy float64 throughout (float_array would round to float32 without x64).
     s = np.asarray(float_array(sigmas, "sigmas", ndim=1), np.float64)
@@ -174,9 +198,34 @@ def curve_peak(sigmas, values, *, refine: bool = False, return_index: bool = Fal
         raise ValueError("values: expected at least one value that is not NaN")
     if refine and not (np.all(np.diff(s) > 0) or np.all(np.diff(s) < 0)):
         raise ValueError("sigmas: expected strictly monotonic values")
-    k = int(np.nanargmax(g))
-    found = _vertex(s, g, k) if refine else float(s[k])
+    order = np.argsort(s, kind="stable")
+    first, last = _plateau(g[order])
+    if first == 0:
+        k = int(order[0])
+    elif last == s.shape[0] - 1:
+        k = int(order[-1])
+    else:
+        k = int(order[(first + last) // 2])
+    if not refine:
+        found = float(s[k])
+    elif first == last:
+        found = _vertex(s, g, k)
+    elif first == 0 or last == s.shape[0] - 1:
+        found = float(s[k])
+    else:
+        found = float(np.sqrt(s[order[first]] * s[order[last]]))
     return (found, float(g[k]), k) if return_index else (found, float(g[k]))
+
+
+def _plateau(g) -> tuple[int, int]:
+    """``(first, last)`` positions of the first run of tied maxima of ``g`` (ordered)."""
+    top = np.nanmax(g)
+    tied = g >= top - PLATEAU_RTOL * abs(top) if np.isfinite(top) else g == top
+    first = int(np.argmax(tied))  # NaN compares False: never tied
+    last = first
+    while last + 1 < g.shape[0] and tied[last + 1]:
+        last += 1
+    return first, last
 
 
 def _vertex(s, g, k) -> float:
@@ -213,7 +262,8 @@ class GapCurve(NamedTuple):
 
     @property
     def peak_sigma(self) -> float:
-        """The grid sigma where the gap is largest (``self.peak()[0]``)."""
+        """The grid sigma where the gap is largest (``self.peak()[0]``; a plateau of equal
+        largest values gives the point :func:`curve_peak` documents)."""
         return self.peak()[0]
 
     def peak(self, *, refine: bool = False) -> tuple[float, float]:

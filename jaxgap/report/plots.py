@@ -3,6 +3,10 @@
 Figures are built on a bare :class:`matplotlib.figure.Figure` rendered by the Agg canvas, not
 through ``pyplot``: no backend is selected or changed, no figure is registered globally, and
 the functions are safe to call from scripts, notebooks and threads alike.
+
+A gap curve's largest value is marked as a *peak* (a filled star) only where it is
+significant, larger than :data:`PEAK_SE` = 2 standard errors of the gap there; otherwise it
+is an open circle, "largest gap, not significant", and the legend says which is which.
 """
 
 from __future__ import annotations
@@ -13,10 +17,21 @@ from typing import IO, Any
 
 import numpy as np
 from matplotlib import cm, colormaps, colors
+from matplotlib.patches import Patch
 
-from jaxgap.report._figure import band, curve_arrays, new_figure, peak, save
+from jaxgap.report._figure import (
+    PEAK_SE,
+    band,
+    curve_arrays,
+    mark_peak,
+    new_figure,
+    peak,
+    peak_handles,
+    save,
+)
 
 __all__ = [
+    "PEAK_SE",
     "plot_domain_diagnostics",
     "plot_gap_curve",
     "plot_gap_curves",
@@ -30,8 +45,10 @@ def plot_gap_curve(curve: Any, path: str | os.PathLike | IO[bytes], *,
 
     Two panels over a shared log-sigma axis: the train and validation denoising losses, and
     the gap :math:`L_{val}(\sigma) - L_{train}(\sigma)` (linear scale, with a zero line and a
-    marker at its largest value). Shaded bands are :math:`\pm 2` standard
-    errors where the curve carries them.
+    marker at its largest value: a star and a dotted line for a peak, i.e. a gap larger than
+    2 standard errors there, an open circle for a largest gap that is not significant or has
+    no standard error). Shaded bands are :math:`\pm 2` standard errors where the curve
+    carries them.
 
     Args:
       curve: a :class:`~jaxgap.losses.GapCurve`, or a mapping with keys ``sigmas``, ``train``,
@@ -82,16 +99,19 @@ def plot_gap_curve(curve: Any, path: str | os.PathLike | IO[bytes], *,
     ax_gap.axhline(0.0, color="0.5", linewidth=0.8)
     ax_gap.plot(s, gap, color="C3", marker=".", label="gap = val - train")
     band(ax_gap, s, gap, c["gap_se"], "C3", positive=False)
-    top = peak(s, gap)
+    top = peak(s, gap, c["gap_se"])
     if top is not None:
-        ax_gap.axvline(top[0], color="C3", linestyle=":", linewidth=1.0)
-        ax_gap.annotate(f"max at $\\sigma$ = {top[0]:.3g}", top,
-                        xytext=(6, -12), textcoords="offset points", fontsize=9)
+        if top.significant:
+            ax_gap.axvline(top.sigma, color="C3", linestyle=":", linewidth=1.0)
+        mark_peak(ax_gap, top, "C3")
+        ax_gap.annotate(f"{top.label()} at $\\sigma$ = {top.sigma:.3g}", top[:2],
+                        xytext=(8, -14), textcoords="offset points", fontsize=9)
     ax_gap.set_xscale("log")
     ax_gap.set_xlabel(r"noise level $\sigma$")
     ax_gap.set_ylabel(r"$L_{val} - L_{train}$")
     ax_gap.grid(True, which="major", alpha=0.3)
-    ax_gap.legend(loc="best")
+    handles = ax_gap.get_legend_handles_labels()[0] + peak_handles([top])
+    ax_gap.legend(handles=handles, loc="best", fontsize=9)
     save(fig, path, title=title, dpi=dpi)
 
 
@@ -99,13 +119,28 @@ def plot_gap_over_training(rows, path: str | os.PathLike | IO[bytes], *,
                            title: str | None = None, ema: bool = True, dpi: int = 150) -> None:
     r"""Gap curves ``L_val(sigma) - L_train(sigma)`` of a network, coloured by training step.
 
+    Each curve carries a shaded :math:`\pm 1` standard-error band where its row holds the
+    standard errors (``ema_gap_se`` / ``gap_se``). The final curve's largest gap is marked
+    (a star and a dotted line if it is a peak: larger than 2 standard errors; an open
+    circle otherwise).
+
     Args:
       rows: evaluation rows of ``metrics.jsonl`` (:func:`jaxgap.train.read_metrics`), each
-        with ``step``, ``sigmas`` and ``gap`` / ``ema_gap`` (``[K]`` lists).
+        with ``step``, ``sigmas`` and ``gap`` / ``ema_gap`` (``[K]`` lists), optionally
+        ``gap_se`` / ``ema_gap_se``.
       path: PNG file name or binary file object.
       title: figure title.
       ema: plot the EMA weights' gaps (default) or the raw weights'.
       dpi: resolution.
+
+    Example:
+      >>> import io
+      >>> rows = [{"step": t, "sigmas": [0.1, 1.0, 10.0], "ema_gap": [0.0, g, 0.1],
+      ...          "ema_gap_se": [0.01, 0.01, 0.01]} for t, g in ((0, 0.1), (100, 0.3))]
+      >>> png = io.BytesIO()
+      >>> plot_gap_over_training(rows, png)
+      >>> png.getvalue()[1:4]
+      b'PNG'
     """
     if not rows:
         raise ValueError("rows: expected at least one evaluation row, got none")
@@ -115,11 +150,27 @@ def plot_gap_over_training(rows, path: str | os.PathLike | IO[bytes], *,
     steps = np.array([r["step"] for r in rows], dtype=np.float64)
     norm = (steps - steps.min()) / max(steps.max() - steps.min(), 1.0)
     cmap = colormaps["viridis"]
+    banded = False
     for r, u in zip(rows, norm, strict=True):
-        ax.plot(np.asarray(r["sigmas"]), np.asarray(r[key]), color=cmap(u), linewidth=1.2)
-    top = peak(rows[-1]["sigmas"], rows[-1][key])
-    if top is not None:
-        ax.axvline(top[0], color="k", linestyle=":", linewidth=1.0)
+        s, g = np.asarray(r["sigmas"], np.float64), np.asarray(r[key], np.float64)
+        se = r.get(f"{key}_se")
+        order = np.argsort(s)
+        ax.plot(s[order], g[order], color=cmap(u), linewidth=1.2)
+        if se is not None:
+            se = np.asarray(se, np.float64)[order]
+            band(ax, s[order], g[order], se, cmap(u), positive=False, width=1.0, alpha=0.12)
+            banded = banded or bool(np.any(np.isfinite(se)))
+    top = peak(rows[-1]["sigmas"], rows[-1][key], rows[-1].get(f"{key}_se"))
+    if top is not None and top.significant:
+        ax.axvline(top.sigma, color="k", linestyle=":", linewidth=1.0)
+    mark_peak(ax, top, "k")
+    handles = peak_handles([top])
+    for h in handles:
+        h.set_label(f"final curve's {h.get_label()}")
+    if banded:
+        handles.insert(0, Patch(color="0.5", alpha=0.3, label="$\\pm$1 standard error"))
+    if handles:
+        ax.legend(handles=handles, loc="best", fontsize=9)
     ax.axhline(0.0, color="0.5", linewidth=0.8)
     ax.set_xscale("log")
     ax.set_xlabel(r"noise level $\sigma$")
@@ -216,10 +267,10 @@ def plot_sample_grid(samples, neighbors, image_shape, path: str | os.PathLike | 
             img, kw = _image(row, shape)
             axes[r, c].imshow(img, interpolation="nearest", **kw)
         if labels is not None:
-            axes[2 * b + 1, c].set_xlabel(labels[i], fontsize=6, labelpad=1)
+            axes[2 * b + 1, c].set_xlabel(labels[i], fontsize=7.5, labelpad=1)
     for b in range(blocks):
-        axes[2 * b, 0].set_ylabel("sample", fontsize=7)
-        axes[2 * b + 1, 0].set_ylabel("nearest\ntrain", fontsize=7)
+        axes[2 * b, 0].set_ylabel("sample", fontsize=8)
+        axes[2 * b + 1, 0].set_ylabel("nearest\ntrain", fontsize=8)
     save(fig, path, title=title, dpi=dpi, fontsize=9)
 
 
@@ -316,7 +367,7 @@ def plot_domain_diagnostics(diag: Any, path: str | os.PathLike | IO[bytes], *,
     i_mid = int(np.argmin(np.abs(q - 0.5)))
     band = f"{100 * q[i_lo]:.0f}-{100 * q[i_hi]:.0f}%"
 
-    fig = new_figure((14.0, 4.4))
+    fig = new_figure((12.5, 4.8))
     axes = fig.subplots(1, 3, sharex=True)
     for j, (name, entry) in enumerate(sets.items()):
         color = f"C{j}"
@@ -341,7 +392,9 @@ def plot_domain_diagnostics(diag: Any, path: str | os.PathLike | IO[bytes], *,
             ax.axhline(1.0, color="0.5", linewidth=0.8, linestyle=":")
         elif stat == "max_weight":
             ax.set_ylim(-0.02, 1.02)
-    axes[0].legend(loc="best", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()  # one legend, under the panels
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3),
+               fontsize=9)
     save(fig, path, title=title, dpi=dpi)
 
 
@@ -353,7 +406,9 @@ def plot_gap_curves(curves: Mapping[str, Any], path: str | os.PathLike | IO[byte
                     title: str | None = None, dpi: int = 150) -> None:
     r"""Gap curves :math:`L_{val}(\sigma) - L_{train}(\sigma)` of several denoisers, one axis.
 
-    Each curve is drawn with a marker at its largest value and, where it carries
+    Each curve is drawn with a marker at its largest value (a filled star where that is a
+    peak: a gap larger than 2 standard errors there; an open circle where it is not
+    significant or the curve has no ``gap_se``; the legend says which) and, where it carries
     ``gap_se``, a :math:`\pm 2` standard-error band (log-sigma axis, linear gap axis).
 
     Args:
@@ -390,6 +445,7 @@ def plot_gap_curves(curves: Mapping[str, Any], path: str | os.PathLike | IO[byte
     fig = new_figure((7.0, 4.6))
     ax = fig.subplots()
     ax.axhline(0.0, color="0.5", linewidth=0.8)
+    tops = []
     for j, (label, c) in enumerate(arrays.items()):
         order = np.argsort(c["sigmas"])
         s, gap = c["sigmas"][order], c["gap"][order]
@@ -398,13 +454,12 @@ def plot_gap_curves(curves: Mapping[str, Any], path: str | os.PathLike | IO[byte
         ax.plot(s, gap, color=color, marker=_MARKERS[j % len(_MARKERS)], markersize=3.5,
                 linestyle=_LINESTYLES[j % len(_LINESTYLES)], label=label)
         band(ax, s, gap, se, color, positive=False)
-        top = peak(s, gap)
-        if top is not None:
-            ax.plot([top[0]], [top[1]], marker="*", markersize=11, color=color,
-                    markeredgecolor="k", linestyle="none")
+        tops.append(peak(s, gap, se))
+        mark_peak(ax, tops[-1], color)
     ax.set_xscale("log")
     ax.set_xlabel(r"noise level $\sigma$")
     ax.set_ylabel(r"$L_{val} - L_{train}$")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    handles = ax.get_legend_handles_labels()[0] + peak_handles(tops)
+    ax.legend(handles=handles, loc="best", fontsize=8)
     save(fig, path, title=title, dpi=dpi)

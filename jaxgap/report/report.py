@@ -5,6 +5,15 @@ Markdown that refers to the PNG files next to it, and as one HTML file with ever
 embedded as a ``data:image/png;base64`` URI (no external file, script or style sheet), so
 it can be mailed or archived alone.
 
+In the HTML page a figure may use the whole width of the window (the text keeps a column
+of 60 rem) and is shown at its pixel size (one PNG pixel per CSS pixel) where the window is
+wide enough, narrower where it is not, but never below the size it was drawn at: its pixel
+size x ``96 / dpi`` CSS pixels, the dpi read from the PNG, the CSS inch being 96 pixels. A
+7 x 4.6 inch figure saved at 150 dpi (1050 x 690 pixels) thus shows between 1050 and 672
+CSS pixels wide, its 10-point labels at 21 down to 13 CSS pixels; a window narrower than
+the drawn size scrolls the figure sideways in its own box. ``scripts/check_report_page.py``
+renders a page in headless Chromium and checks this.
+
 Files are written atomically: every file is produced under a hidden temporary name in the
 target folder, flushed to disk, and only then renamed into place (:func:`write_files`, the
 writer of :mod:`jaxgap._io`, re-exported here with :func:`temp_file`), so a killed or failed
@@ -37,6 +46,7 @@ import base64
 import html
 import math
 import os
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, NamedTuple
 
@@ -48,6 +58,7 @@ __all__ = [
     "finite_or_none",
     "heading",
     "paragraph",
+    "png_info",
     "render_html",
     "render_markdown",
     "table",
@@ -174,17 +185,83 @@ def _inline_html(text: str) -> str:
 
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto;
-       padding: 0 1rem; line-height: 1.45; color: #222; }
-table { border-collapse: collapse; margin: 1rem 0; font-size: 0.92rem; }
+body { font-family: system-ui, sans-serif; margin: 2rem 0; padding: 0 1rem;
+       line-height: 1.45; color: #222; }
+h1, h2, h3, p, figcaption, .table { max-width: 60rem; margin-left: auto; margin-right: auto; }
+.table { overflow-x: auto; margin-top: 1rem; margin-bottom: 1rem; }
+table { border-collapse: collapse; font-size: 0.92rem; }
 th, td { border: 1px solid #bbb; padding: 0.3rem 0.55rem; text-align: left;
          vertical-align: top; }
 th { background: #f0f0f0; }
-img { max-width: 100%; height: auto; }
-figure { margin: 1.2rem 0; }
-figcaption { font-size: 0.9rem; color: #555; }
+figure { margin: 1.5rem 0; }
+figure .scroll { overflow-x: auto; }
+figure img { display: block; margin: 0 auto; }
+figcaption { font-size: 0.9rem; color: #555; margin-top: 0.4rem; }
 code { background: #f4f4f4; padding: 0 0.2rem; }
 """
+
+CSS_DPI = 96.0
+"""CSS pixels per inch: a figure drawn ``w`` inches wide shows ``96 w`` CSS pixels wide."""
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+
+
+class PngInfo(NamedTuple):
+    """What :func:`png_info` reads from a PNG.
+
+    Attributes:
+      width, height: pixels.
+      dpi: pixels per inch, from the ``pHYs`` chunk (whole pixels per metre, so rounded to
+        0.1), or None.
+      text: the ``tEXt`` entries ``{keyword: text}``.
+    """
+
+    width: int
+    height: int
+    dpi: float | None
+    text: dict[str, str]
+
+    def drawn_size(self) -> tuple[int, int]:
+        """``(width, height)`` in CSS pixels at the drawn size: ``96 / dpi`` per pixel (one
+        per pixel without a dpi)."""
+        f = 1.0 if self.dpi is None else CSS_DPI / self.dpi
+        return max(1, round(self.width * f)), max(1, round(self.height * f))
+
+
+def png_info(data: bytes, name: str = "data") -> PngInfo:
+    """Size, resolution and text entries of the PNG ``data`` (its chunks before the image).
+
+    Raises:
+      ValueError: ``data`` is not a PNG (``name`` says which).
+
+    Example:
+      >>> import io
+      >>> from matplotlib.figure import Figure
+      >>> buf = io.BytesIO()
+      >>> Figure(figsize=(2.0, 1.0)).savefig(buf, format="png", dpi=150)
+      >>> info = png_info(buf.getvalue())
+      >>> info.width, info.height, round(info.dpi), info.drawn_size()
+      (300, 150, 150, (192, 96))
+    """
+    data = bytes(data)
+    if not data.startswith(_PNG) or data[12:16] != b"IHDR":
+        raise ValueError(f"images: {name!r} is not a PNG")
+    width, height = struct.unpack(">II", data[16:24])
+    dpi, text, pos = None, {}, 8
+    while pos + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + size]
+        if kind in (b"IDAT", b"IEND"):
+            break
+        if kind == b"pHYs" and len(body) == 9 and body[8] == 1:  # unit 1: the metre
+            ppm = struct.unpack(">II", body[:8])
+            if ppm[0] > 0:  # whole pixels per metre: 150 dpi is stored as 5906 (150.01)
+                dpi = round(ppm[0] * 0.0254, 1)
+        elif kind == b"tEXt" and b"\0" in body:
+            key, value = body.split(b"\0", 1)
+            text[key.decode("latin-1")] = value.decode("latin-1")
+        pos += 12 + size
+    return PngInfo(int(width), int(height), dpi, text)
 
 
 def render_html(blocks: Sequence[Block], images: Mapping[str, bytes], *,
@@ -192,7 +269,9 @@ def render_html(blocks: Sequence[Block], images: Mapping[str, bytes], *,
     """One self-contained HTML page of ``blocks``.
 
     Every figure is embedded as a ``data:image/png;base64`` URI; the page loads nothing
-    else (no external image, script or style sheet).
+    else (no external image, script or style sheet). A figure shows at its pixel size where
+    the window allows, never below its drawn size (:meth:`PngInfo.drawn_size`), in a box
+    that scrolls sideways when the window is narrower than that.
 
     Args:
       blocks: the report.
@@ -213,18 +292,20 @@ def render_html(blocks: Sequence[Block], images: Mapping[str, bytes], *,
             head = "".join(f"<th>{_inline_html(h)}</th>" for h in b.header)
             rows = "\n".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row)
                              + "</tr>" for row in b.rows)
-            body.append(f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n"
-                        "</tbody>\n</table>")
+            body.append(f'<div class="table"><table>\n<thead><tr>{head}</tr></thead>\n'
+                        f"<tbody>\n{rows}\n</tbody>\n</table></div>")
         elif b.kind == "figure":
             if b.image not in images:
                 raise ValueError(f"images: expected the PNG bytes of {b.image!r}, missing")
             data = bytes(images[b.image])
-            if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-                raise ValueError(f"images: {b.image!r} is not a PNG")
+            info = png_info(data, b.image)
+            style = (f"width: 100%; height: auto; max-width: {info.width}px; "
+                     f"min-width: {info.drawn_size()[0]}px")
             uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
             cap = f"<figcaption>{_inline_html(b.text)}</figcaption>" if b.text else ""
-            body.append(f'<figure><img alt="{html.escape(b.text or b.image)}" '
-                        f'src="{uri}">{cap}</figure>')
+            body.append(f'<figure><div class="scroll"><img alt="{html.escape(b.text or b.image)}"'
+                        f' width="{info.width}" height="{info.height}" style="{style}" '
+                        f'src="{uri}"></div>{cap}</figure>')
         else:
             raise ValueError(f"blocks: unknown kind {b.kind!r}")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"

@@ -13,7 +13,15 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import LogNorm
 
-from jaxgap.report._figure import band, curve_arrays, new_figure, peak, save
+from jaxgap.report._figure import (
+    band,
+    curve_arrays,
+    mark_peak,
+    new_figure,
+    peak,
+    peak_handles,
+    save,
+)
 
 __all__ = [
     "plot_delta_fit",
@@ -42,9 +50,12 @@ def _gap_axis(ax):
 
 
 def _curves_by(ax, curves, values, label_fmt: str, cmap_name: str = "viridis"):
-    """Gap curves coloured by a parameter (delta or N), with their grid peaks marked."""
+    """Gap curves coloured by a parameter (delta or N), their largest gaps marked (a star
+    where significant, :func:`~jaxgap.report._figure.mark_peak`); returns the legend
+    entries of the markers."""
     cmap = colormaps[cmap_name]
     n = len(curves)
+    tops = []
     for i, (curve, v) in enumerate(zip(curves, values, strict=True)):
         c = curve_arrays(curve)
         order = np.argsort(c["sigmas"])
@@ -53,19 +64,20 @@ def _curves_by(ax, curves, values, label_fmt: str, cmap_name: str = "viridis"):
         ax.plot(s, g, color=color, marker=".", markersize=3, label=label_fmt.format(v))
         if c["gap_se"] is not None:
             band(ax, s, g, c["gap_se"][order], color, positive=False)
-        top = peak(s, g)
-        if top is not None:
-            ax.plot([top[0]], [top[1]], marker="o", color=color, markersize=6,
-                    markeredgecolor="k")
+        se = None if c["gap_se"] is None else c["gap_se"][order]
+        tops.append(peak(s, g, se))
+        mark_peak(ax, tops[-1], color)
+    return peak_handles(tops)
 
 
 def plot_delta_sweep(sweep: Any, path: Path, *, title: str | None = None,
                      dpi: int = 150) -> None:
     r"""Gap curves per ``delta``, peak location and height, and memorized fraction.
 
-    Three panels: the gap curves of ``PositionError(train, delta)`` (peaks marked, bands
-    ``+-2`` standard errors); the peak sigma and peak height against ``delta``; the memorized
-    fraction of samples against ``delta`` (error bars ``+-2`` bootstrap standard errors).
+    Three panels: the gap curves of ``PositionError(train, delta)`` (largest gaps marked: a
+    star where it is a peak, larger than 2 standard errors; bands ``+-2`` standard errors);
+    the peak sigma and peak height against ``delta``; the memorized fraction of samples
+    against ``delta`` (error bars ``+-2`` bootstrap standard errors).
     ``delta = 0`` is drawn at the left edge of the log axis.
 
     Args:
@@ -82,9 +94,9 @@ def plot_delta_sweep(sweep: Any, path: Path, *, title: str | None = None,
                          f"for {deltas.shape[0]} deltas")
     fig = new_figure((13.0, 4.2))
     ax_c, ax_p, ax_m = fig.subplots(1, 3)
-    _curves_by(ax_c, sweep.curves, deltas, r"$\delta$ = {:.3g}")
+    marks = _curves_by(ax_c, sweep.curves, deltas, r"$\delta$ = {:.3g}")
     _gap_axis(ax_c)
-    ax_c.legend(fontsize=8, loc="best")
+    ax_c.legend(handles=ax_c.get_legend_handles_labels()[0] + marks, fontsize=8, loc="best")
 
     pos = deltas[deltas > 0]
     zero_at = pos.min() / 2 if pos.size else 1.0
@@ -184,10 +196,10 @@ def plot_gap_vs_train_size(result: Any, path: Path, *, title: str | None = None,
                          f"curves for {sizes.shape[0]} sizes")
     fig = new_figure((11.0, 4.2))
     ax, ax_p = fig.subplots(1, 2, width_ratios=(3, 2))
-    _curves_by(ax, result.curves, sizes, "N = {}", cmap_name="plasma")
+    marks = _curves_by(ax, result.curves, sizes, "N = {}", cmap_name="plasma")
     _gap_axis(ax)
     ax.set_title(rf"$\delta$ = {float(result.delta):.3g}", fontsize=10)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(handles=ax.get_legend_handles_labels()[0] + marks, fontsize=8, loc="best")
     ax_p.plot(sizes, np.asarray(result.peak_gap), "s-", color="C3")
     ax_p.set_xscale("log")
     ax_p.set_xlabel("training-set size N")

@@ -1,5 +1,11 @@
 """The claims table: each claim of the paper judged from a run's numbers by a criterion fixed
-in advance. Every threshold is a field of one frozen :class:`Criteria`."""
+in advance. Every threshold is a field of one frozen :class:`Criteria`.
+
+Five checks, each with an id (its key in ``results.json``) and a statement, test the
+paper's three claims (:data:`PAPER_CLAIMS`): ``gap_grows``, ``gap_peak`` and
+``copying`` test claim 1 (memorization in training), ``smoothing`` claim 2 (model error
+smooths the field) and ``domain`` claim 3 (generalization in inference).
+"""
 
 from __future__ import annotations
 
@@ -10,18 +16,37 @@ from typing import Any
 
 from jaxgap.metrics import SEGMENT_STEPS
 
-__all__ = ["CLAIM_CRITERIA", "CLAIM_TEXT", "Criteria", "evaluate_claims"]
+__all__ = ["CLAIM_CRITERIA", "CLAIM_PAPER", "CLAIM_TEXT", "PAPER_CLAIMS", "Criteria",
+           "evaluate_claims"]
+
+PAPER_CLAIMS = {
+    1: "diffusion models memorize in training",
+    2: "model error smooths the field",
+    3: "diffusion models generalize in inference",
+}
+"""The paper's three claims (Kaiser and Kollmann, arXiv 2603.13419), by number: 1. the
+optimal denoiser of a finite training set memorizes, and a trained network, which
+generalizes at the sample level, overfits the denoising objective progressively (the gap
+``L_val - L_train`` grows with training and is largest at intermediate noise levels);
+2. in an error-prone toy model the optimal field localizes sharply around training points,
+and model error suppresses exact recall, giving a smooth, generalizing field; 3. the
+training-time gap does not turn into copying at inference, because intermediate states of
+sampling trajectories lie far from the noisy training samples the model was trained on."""
+
+CLAIM_PAPER = {"gap_grows": 1, "gap_peak": 1, "copying": 1, "domain": 3, "smoothing": 2}
+"""The paper's claim (a key of :data:`PAPER_CLAIMS`) each check tests, by claim id."""
 
 CLAIM_TEXT = {
-    "gap_grows": "C1: the network's generalization gap grows with training",
-    "gap_peak": "C1: the network's gap peaks at intermediate sigma, the optimal "
-                "denoiser's at small sigma",
-    "copying": "C1: the optimal denoiser copies training images, the network does not",
-    "domain": "C3: sampling trajectories leave the domain of noisy training samples at "
+    "gap_grows": "the network's generalization gap grows with training",
+    "gap_peak": "the network's gap peaks at intermediate sigma, the optimal denoiser's at "
+                "small sigma",
+    "copying": "the optimal denoiser copies training images, the network does not",
+    "domain": "sampling trajectories leave the domain of noisy training samples at "
               "intermediate sigma",
-    "smoothing": "C2: model error smooths the field (fitted position-error toy model vs "
-                 "the optimal denoiser)",
+    "smoothing": "model error smooths the field (fitted position-error toy model vs the "
+                 "optimal denoiser)",
 }
+"""The statement each check tests, by claim id."""
 
 
 @dataclass(frozen=True)
@@ -137,16 +162,19 @@ def evaluate_claims(numbers: Mapping[str, Any], criteria: Criteria | None = None
       criteria: the thresholds (default: :class:`Criteria`'s).
 
     Returns:
-      One dict per claim, in the order of :meth:`Criteria.texts`: ``id``, ``claim``,
-      ``criterion``, ``measured`` (text with the numbers) and ``supported`` (bool).
+      One dict per claim, in the order of :meth:`Criteria.texts`: ``id``, ``paper_claim``
+      (the number of the paper's claim it tests, :data:`CLAIM_PAPER`), ``claim`` (the
+      statement, :data:`CLAIM_TEXT`), ``criterion``, ``measured`` (text with the numbers)
+      and ``supported`` (bool).
     """
     c = Criteria() if criteria is None else criteria
     texts = c.texts()
     out = []
 
     def add(cid: str, measured: str, supported: bool):
-        out.append({"id": cid, "claim": CLAIM_TEXT[cid], "criterion": texts[cid],
-                    "measured": measured, "supported": bool(supported)})
+        out.append({"id": cid, "paper_claim": CLAIM_PAPER[cid], "claim": CLAIM_TEXT[cid],
+                    "criterion": texts[cid], "measured": measured,
+                    "supported": bool(supported)})
 
     tr = numbers["training"]
     if tr.get("first_step") is None or tr["first_step"] == tr["last_step"]:
@@ -167,9 +195,9 @@ def evaluate_claims(numbers: Mapping[str, Any], criteria: Criteria | None = None
     s_min = cf["sigma_min"]
     net_frac = _ratio(tr["gap_at_sigma_min"], tr["gap_max_last"], math.inf)
     emp_frac = _ratio(emp["gap_at_sigma_min"], emp["gap_max"], -math.inf)
-    add("gap_peak", f"network: peak at sigma = {_fmt(tr['peak_sigma'])} "
+    add("gap_peak", f"network: largest gap at sigma = {_fmt(tr['peak_sigma'])} "
         f"({_fmt(tr['peak_sigma'] / s_min)} x sigma_min = {_fmt(s_min)}), gap at sigma_min = "
-        f"{_fmt(net_frac, 2)} x its max; optimal denoiser: peak at sigma = "
+        f"{_fmt(net_frac, 2)} x its max; optimal denoiser: largest gap at sigma = "
         f"{_fmt(emp['peak_sigma'])}, gap at sigma_min = {_fmt(emp_frac, 3)} x its max",
         tr["peak_sigma"] >= c.peak_factor * s_min and net_frac <= c.net_small_fraction
         and emp_frac >= c.emp_small_fraction)
