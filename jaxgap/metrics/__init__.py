@@ -1,6 +1,6 @@
 r"""Memorization metrics and inference-domain diagnostics.
 
-Four groups of measurements, all on plain ``[n, d]`` arrays:
+Five groups of measurements, all on plain ``[n, d]`` arrays:
 
 - **Nearest neighbours** (:func:`nearest_neighbors`): exact k-nearest neighbours in JAX,
   streamed over chunks of the reference points with one matmul per chunk (memory
@@ -23,6 +23,10 @@ Four groups of measurements, all on plain ``[n, d]`` arrays:
   (:mod:`jaxgap.study`): :func:`measure_memorization` (memorized fraction, copy ratios,
   nearest distances) and :func:`field_sharpness` (how abruptly a denoiser's output jumps
   between neighbouring training points).
+- **Sample quality** without an Inception network (:func:`sample_quality`): k-NN precision
+  and recall, density and coverage of samples against held-out data, and the Fréchet
+  distance (:func:`frechet_distance`), in pixels or the features of a small classifier
+  trained on the dataset's labels (:func:`train_feature_classifier`).
 
 References:
   Kaiser and Kollmann, "Diffusion Models Memorize in Training -- and Generalize in
@@ -54,18 +58,28 @@ from jaxgap.metrics._domain import (
     posterior_concentration,
     trajectory_domain,
 )
+from jaxgap.metrics._features import Classifier, FeatureClassifier, train_feature_classifier
 from jaxgap.metrics._field import SEGMENT_STEPS, field_sharpness
 from jaxgap.metrics._neighbors import Neighbors, nearest_neighbors
+from jaxgap.metrics._quality import (
+    SampleQuality,
+    frechet_distance,
+    gaussian_frechet_distance,
+    sample_quality,
+)
 
 __all__ = [
     "QUANTILES",
     "SEGMENT_STEPS",
     "THRESHOLD",
+    "Classifier",
     "Concentration",
     "DomainDiagnostics",
+    "FeatureClassifier",
     "Memorization",
     "MemorizedFraction",
     "Neighbors",
+    "SampleQuality",
     "SetDiagnostics",
     "SetDistances",
     "copy_ratio",
@@ -74,11 +88,15 @@ __all__ = [
     "domain_exits",
     "exit_ranges",
     "field_sharpness",
+    "frechet_distance",
+    "gaussian_frechet_distance",
     "measure_memorization",
     "memorized_fraction",
     "nearest_neighbors",
     "noisy_states",
     "normalized_nn_distance",
     "posterior_concentration",
+    "sample_quality",
     "trajectory_domain",
+    "train_feature_classifier",
 ]
