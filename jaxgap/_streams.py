@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import jax
 
-__all__ = ["DATA_ORDER", "EVAL_NOISE", "MEMORIZATION", "NOISY_TRAIN", "NOISY_VAL",
+__all__ = ["DATA_ORDER", "EVAL_NOISE", "MEMORIZATION", "NOISY_TRAIN", "NOISY_VAL", "QUALITY",
            "SAMPLING", "TRAIN_NOISE", "stream"]
 
 # Training (jaxgap.train): from PRNGKey(seed)
@@ -25,6 +25,7 @@ SAMPLING = 20     # the sampling key of the study's sampling and domain stages
 MEMORIZATION = 1  # bootstrap of the memorized fraction
 NOISY_TRAIN = 2   # forward-noised training states of the domain diagnostics
 NOISY_VAL = 3     # forward-noised validation states of the domain diagnostics
+QUALITY = 4       # sample quality: the baseline's training subset and the feature classifier
 
 
 def stream(key: jax.Array, name: int) -> jax.Array:

@@ -55,7 +55,12 @@ def run_dir(tmp_path_factory):
 def test_empirical_writes_results_and_memorizes(empirical_run, capsys):
     out = empirical_run
     assert sorted(os.listdir(out)) == ["domain.json", "domain.png", "memorization.json",
-                                       "samples.npz", "samples.png"]  # no temp files left
+                                       "quality.json", "samples.npz", "samples.png"]
+    # copies of training digits score like real training digits (the baseline)
+    quality = json.loads((out / "quality.json").read_text())["quality"]
+    base, copies = quality["sets"]["real train (baseline)"], quality["sets"]["samples"]
+    for space in ("pixels", "features"):
+        assert copies[space]["precision"] >= base[space]["precision"] - 0.15, space
     doc = json.loads((out / "memorization.json").read_text())
     for key in MEMORIZATION_KEYS:
         assert key in doc, key
@@ -102,6 +107,16 @@ def test_gaussian_does_not_copy(tmp_path, capsys):
     assert "memorized (copy ratio < 1/3)" in text and "+-" in text
     assert "trajectories vs noisy train" in text
     assert "samples.npz" in text and "domain.png" in text
+    # Issue 12: poor samples said "memorized 0.000" and nothing about their quality. The
+    # Gaussian's samples are blurry digits: far fewer fall inside the real-data manifold than
+    # real training digits do (docs/sample_quality.md: 0.38 against 0.97 at 300 samples).
+    quality = json.loads((out / "quality.json").read_text())["quality"]
+    base, gauss = quality["sets"]["real train (baseline)"], quality["sets"]["samples"]
+    assert base["num"] == gauss["num"] == 16 and quality["num_reference"] == 300
+    assert quality["classifier_accuracy"] > 0.9
+    assert gauss["pixels"]["precision"] < base["pixels"]["precision"] - 0.3
+    assert gauss["pixels"]["density"] < 0.5 * base["pixels"]["density"]
+    assert "sample quality against 300 held-out" in text
 
 
 def test_non_image_data_and_options(tmp_path):
@@ -113,7 +128,10 @@ def test_non_image_data_and_options(tmp_path):
                    "--method", "euler", "--seed", "4", denoiser="gaussian")
     assert cli.main(args) == 0
     assert sorted(os.listdir(out)) == ["domain.json", "domain.png", "memorization.json",
-                                       "samples.npz"]  # no image grid without images
+                                       "quality.json", "samples.npz"]  # no image grid
+    quality = json.loads((out / "quality.json").read_text())["quality"]
+    assert quality["classifier_accuracy"] is None  # no labels: pixels only
+    assert all(row["features"] is None for row in quality["sets"].values())
     doc = json.loads((out / "memorization.json").read_text())
     assert (doc["num_train"], doc["dim"], doc["method"], doc["seed"]) == (32, 64, "euler", 4)
     assert doc["image_shape"] is None

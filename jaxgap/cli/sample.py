@@ -231,9 +231,33 @@ def _pngs(args, src: _Source, ds, drawn, diag) -> dict[str, bytes]:
     return pngs
 
 
-def _writers(args, src: _Source, ds, drawn, diag, exits, pngs, info: dict) -> dict:
-    """The files of ``--out``: samples.npz, memorization.json, samples.png (image data),
-    domain.json, domain.png."""
+def quality_lines(quality: dict | None) -> list[str]:
+    """The sample-quality table of :func:`jaxgap.study.measure_quality`, as printed lines."""
+    if quality is None:
+        return ["sample quality: not measured (needs more than k samples and validation "
+                "points)"]
+    acc = quality["classifier_accuracy"]
+    spaces = [("pixels", "pixels")]
+    if acc is not None:
+        spaces.append(("features", f"classifier features (held-out accuracy {acc:.3f})"))
+    lines = [f"sample quality against {quality['num_reference']} held-out validation points "
+             f"(k = {quality['k']}; ideal: precision, recall, density, coverage ~ 1, Fréchet "
+             "distance as small as the baseline's):"]
+    for space, title in spaces:
+        lines.append(f"  {title}:")
+        lines.append(f"    {'':<24}{'precision':>10}{'recall':>8}{'density':>9}{'coverage':>10}"
+                     f"{'Fréchet':>10}")
+        for name, row in quality["sets"].items():
+            q = row[space]
+            lines.append(f"    {name:<24}{q['precision']:>10.3f}{q['recall']:>8.3f}"
+                         f"{q['density']:>9.3f}{q['coverage']:>10.3f}{q['frechet']:>10.4g}")
+    return lines
+
+
+def _writers(args, src: _Source, ds, drawn, diag, exits, pngs, info: dict,
+             quality: dict | None) -> dict:
+    """The files of ``--out``: samples.npz, memorization.json, quality.json, samples.png
+    (image data), domain.json, domain.png."""
     meta = {
         "command": "sample",
         "denoiser": src.kind,
@@ -271,8 +295,10 @@ def _writers(args, src: _Source, ds, drawn, diag, exits, pngs, info: dict) -> di
                  nearest_train_index=mem.nearest, distance_to_train=mem.to_train,
                  distance_to_val=mem.to_val)
 
+    quality_text = common.json_text({**meta, "quality": quality, **info})
     writers = {"samples.npz": write_npz,
-               "memorization.json": lambda f: f.write(mem_text.encode())}
+               "memorization.json": lambda f: f.write(mem_text.encode()),
+               "quality.json": lambda f: f.write(quality_text.encode())}
     if "samples.png" in pngs:
         writers["samples.png"] = lambda f: f.write(pngs["samples.png"])
     writers["domain.json"] = lambda f: f.write(domain_text.encode())
@@ -288,11 +314,11 @@ def run(args: argparse.Namespace) -> int:
 
     from jaxgap.denoisers import EmpiricalDenoiser, GaussianDenoiser
     from jaxgap.metrics import domain_exits, trajectory_domain
-    from jaxgap.study import sample_and_measure
+    from jaxgap.study import measure_quality, sample_and_measure
 
     start = time.perf_counter()
     with (common.output_folder(args, resumable=False, what=NAME) as folder,
-          common.stage_bar(total=7, mode=common.progress_mode(args)) as st):
+          common.stage_bar(total=8, mode=common.progress_mode(args)) as st):
         st.start("load", f"load {src.data}")
         ds = _load(args, src)
         st.done("load")
@@ -318,6 +344,10 @@ def run(args: argparse.Namespace) -> int:
         st.record("sample", drawn.seconds["sample"])
         st.record("metrics", drawn.seconds["memorization"])
 
+        st.start("quality", "sample quality")
+        quality = measure_quality(key, {"samples": np.asarray(drawn.samples)}, ds)
+        st.done("quality")
+
         st.start("domain", "inference-domain diagnostics")
         levels = _grid_index(args.steps, args.diagnostic_sigmas)
         sig = drawn.trajectory.sigma[:-1][levels]  # the trajectory states sit at these sigmas
@@ -332,7 +362,8 @@ def run(args: argparse.Namespace) -> int:
         st.done("plot")
 
         st.start("write", f"write {args.out}")
-        writers = _writers(args, src, ds, drawn, diag, exits, pngs, common.run_info(start, st))
+        writers = _writers(args, src, ds, drawn, diag, exits, pngs, common.run_info(start, st),
+                           quality)
         written = common.write_outputs(out_dir, writers)
         st.done("write")
 
@@ -347,6 +378,7 @@ def run(args: argparse.Namespace) -> int:
           f"{np.mean(mem.to_val):.4g}; closer to train than to val: "
           f"{100 * np.mean(mem.to_train < mem.to_val):.1f}%")
     print(_exit_summary(diag, exits))
+    print("\n".join(quality_lines(quality)))
     names = [os.path.basename(p) for p in written]
     print(f"wrote {', '.join(os.path.join(args.out, n) for n in names)} "
           f"in {time.perf_counter() - start:.1f} s")

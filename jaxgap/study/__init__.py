@@ -60,7 +60,7 @@ from jaxgap.study.results import (
     ToyResult,
     TrainResult,
 )
-from jaxgap.study.sampler import SamplerRun, sample_and_measure
+from jaxgap.study.sampler import SamplerRun, measure_quality, sample_and_measure
 
 __all__ = [
     "CLAIM_CRITERIA",
@@ -81,5 +81,6 @@ __all__ = [
     "default_config",
     "evaluate_claims",
     "run",
+    "measure_quality",
     "sample_and_measure",
 ]

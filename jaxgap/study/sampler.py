@@ -11,9 +11,21 @@ import numpy as np
 from jaxtyping import ArrayLike, Float
 
 from jaxgap import _streams, sampling
-from jaxgap.metrics import THRESHOLD, Memorization, measure_memorization
+from jaxgap.metrics import (
+    THRESHOLD,
+    Memorization,
+    measure_memorization,
+    sample_quality,
+    train_feature_classifier,
+)
 
-__all__ = ["SamplerRun", "sample_and_measure"]
+__all__ = ["BASELINE", "QUALITY_K", "SamplerRun", "measure_quality", "sample_and_measure"]
+
+QUALITY_K = 5
+"""Neighbour rank of the quality metrics' balls (Kynkäänniemi et al. and Naeem et al. use
+3-5)."""
+BASELINE = "real train (baseline)"
+"""The name of the reference row of :func:`measure_quality`: real training points."""
 
 
 class SamplerRun(NamedTuple):
@@ -85,3 +97,50 @@ def sample_and_measure(key: jax.Array, denoiser, train: Float[ArrayLike, "n d"],
                                val, threshold=threshold, num_bootstrap=num_bootstrap)
     seconds = {"sample": t1 - t0, "memorization": time.perf_counter() - t1}
     return SamplerRun(traj, samples, mem, seconds)
+
+
+def measure_quality(key: jax.Array, sets: dict, dataset, *, k: int = QUALITY_K) -> dict | None:
+    """Sample quality of each set of samples against the held-out validation split, with real
+    training points as the baseline.
+
+    Each set, and a random subset of ``dataset.train`` of the largest set's size (the
+    baseline: real data that is not the reference), is scored with
+    :func:`jaxgap.metrics.sample_quality` against ``dataset.val``: k-NN precision, recall,
+    density, coverage and the Fréchet distance, in pixels and, when the dataset has labels,
+    in the features of a classifier trained on its training split
+    (:func:`jaxgap.metrics.train_feature_classifier`). The key's ``QUALITY`` stream draws
+    the subset and the classifier. Scores depend on the set sizes (compare rows of one
+    table, not across sizes).
+
+    Args:
+      key: the sampling key.
+      sets: ``{name: [M, d] samples}``.
+      dataset: a :class:`jaxgap.data.Dataset` (``train``, ``val``, optional labels).
+      k: neighbour rank of the balls.
+
+    Returns:
+      ``{"reference": "val", "num_reference", "k", "classifier_accuracy" (None without
+      labels), "sets": {name: {"num", "pixels": {...}, "features": {...} or None}}}`` with
+      the baseline first under :data:`BASELINE`; None when a set or the validation split
+      holds ``<= k`` points (too few for k-NN balls).
+    """
+    sizes = [int(np.shape(x)[0]) for x in sets.values()]
+    num = max(sizes)
+    if min(sizes + [dataset.num_val]) <= k or dataset.num_train <= k:
+        return None
+    k_sub, k_clf = jax.random.split(_streams.stream(key, _streams.QUALITY))
+    pick = np.sort(np.asarray(jax.random.permutation(k_sub, dataset.num_train))[:num])
+    rows = {BASELINE: np.asarray(dataset.train)[pick], **sets}
+    clf = None
+    if dataset.train_labels is not None and dataset.val_labels is not None:
+        clf = train_feature_classifier(k_clf, dataset)
+    out = {"reference": "val", "num_reference": dataset.num_val, "k": k,
+           "classifier_accuracy": None if clf is None else float(clf.accuracy), "sets": {}}
+    for name, x in rows.items():
+        out["sets"][name] = {
+            "num": int(np.shape(x)[0]),
+            "pixels": sample_quality(x, dataset.val, k=k).to_dict(),
+            "features": None if clf is None else
+            sample_quality(x, dataset.val, k=k, features=clf.features).to_dict(),
+        }
+    return out
