@@ -25,7 +25,7 @@ from jaxgap.report.plots import (
 )
 from jaxgap.study import results as res
 from jaxgap.study.config import StudyConfig
-from jaxgap.study.sampler import sample_and_measure
+from jaxgap.study.sampler import measure_quality, sample_and_measure
 from jaxgap.theory import PositionError, fit_delta
 
 SAMPLERS = ("empirical", "network", "toy_model")
@@ -120,7 +120,7 @@ def train(ctx: Context, done: Done) -> tuple[res.TrainResult, dict]:
 def sample(ctx: Context, done: Done) -> tuple[res.SampleResult, dict]:
     """The toy model fitted to the network's gap; every sampler's samples and copying."""
     cfg, ds = ctx.config, ctx.ds
-    bar = _bar(ctx, 1 + 2 * len(SAMPLERS), "fit toy model")
+    bar = _bar(ctx, 2 + 2 * len(SAMPLERS), "fit toy model")
     grid = (None if cfg.fit_grid is None else
             np.concatenate([[0.0], np.geomspace(0.01, 3.0, cfg.fit_grid - 1)]))
     fit = fit_delta(ctx.key, ds.train, ctx.val, done.train.final_curve, deltas=grid,
@@ -130,7 +130,7 @@ def sample(ctx: Context, done: Done) -> tuple[res.SampleResult, dict]:
             "network": train_mod.load_denoiser(ctx.out / "train"),
             "toy_model": PositionError(ds.train, fit.delta)}
     key = cfg.sample_key()  # one key: every sampler starts from the same noise
-    arrays, mems, files = {}, {}, {}
+    arrays, mems, files, finals = {}, {}, {}, {}
     for name, den in dens.items():
         bar.set_description_str(f"sample: {name}")
         run = sample_and_measure(key, den, ds.train, ds.val, num=cfg.num_samples,
@@ -139,6 +139,7 @@ def sample(ctx: Context, done: Done) -> tuple[res.SampleResult, dict]:
         bar.update(1)
         mem = run.memorization
         mems[name] = mem.summary()
+        finals[name] = np.asarray(run.samples)
         arrays[f"{name}_x"] = np.asarray(run.trajectory.x)
         arrays[f"{name}_copy_ratio"] = mem.copy_ratio
         if ds.image_shape is not None:
@@ -148,6 +149,9 @@ def sample(ctx: Context, done: Done) -> tuple[res.SampleResult, dict]:
                 title=f"{name}: upper sample, lower nearest training image (r < 1/3: copy)")
         bar.update(1)
     arrays["sigma"] = np.asarray(run.trajectory.sigma)
+    bar.set_description_str("sample quality")
+    quality = measure_quality(key, finals, ds)
+    bar.update(1)
     bar.close()
 
     def write_npz(f):
@@ -156,7 +160,7 @@ def sample(ctx: Context, done: Done) -> tuple[res.SampleResult, dict]:
     # The scale of a generalizing sample: a held-out point's distance to the training set.
     ref = np.asarray(metrics.nearest_neighbors(ctx.val, ds.train, k=1).dist[:, 0], np.float64)
     result = res.SampleResult(fit, mems, float(np.mean(ref)), cfg.num_samples, cfg.sample_steps,
-                          "heun")
+                              "heun", quality=quality)
     return result, {"samples.npz": write_npz, **files}
 
 

@@ -125,6 +125,7 @@ def _results(ctx: _stages.Context, done: _stages.Done, seconds: dict, skipped: l
         "training": done.train.numbers(),
         "memorization": done.sample.memorization,
         "val_mean_distance_to_train": done.sample.val_mean_distance_to_train,
+        "quality": done.sample.quality,
         "fit": {"delta": done.sample.fit.delta, "sse": done.sample.fit.sse},
         "domain": {k: {kk: vv for kk, vv in v.items()
                        if kk in ("farther_sigmas", "closer_sigmas")}

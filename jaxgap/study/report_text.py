@@ -154,7 +154,33 @@ def _sampling(r: dict, config: StudyConfig, figures: Sequence[str]) -> list:
         b.append(rep.paragraph(f"For scale: a validation image lies at mean distance "
                                f"{ref:.4g} from its nearest training image; samples much "
                                f"farther than that are not realistic images."))
-    return b + _figures("sample", figures)
+    return b + _quality(r.get("quality")) + _figures("sample", figures)
+
+
+def _quality(q: dict | None) -> list:
+    """The sample-quality table (:func:`jaxgap.study.measure_quality`), when measured."""
+    if not q:
+        return []
+    acc = q.get("classifier_accuracy")
+    spaces = [("pixels", "pixels")] + ([("features", "features")] if acc is not None else [])
+    rows = []
+    for name, row in q["sets"].items():
+        for space, label in spaces:
+            m = row[space]
+            rows.append([name, label, f"{m['precision']:.3f}", f"{m['recall']:.3f}",
+                         f"{m['density']:.3f}", f"{m['coverage']:.3f}", f"{m['frechet']:.4g}"])
+    feats = (f" and in the penultimate features of a small classifier trained on the "
+             f"training labels (held-out accuracy {acc:.3f})" if acc is not None else "")
+    return [rep.paragraph(
+        f"Sample quality against the {q['num_reference']} held-out validation points, in "
+        f"pixels{feats}: k-NN precision and recall (Kynkäänniemi et al. 2019), density and "
+        f"coverage (Naeem et al. 2020), k = {q['k']}, and the Fréchet distance between "
+        "Gaussians fitted to the two sets. The first row, real training images, is the "
+        "reference value: copies score like it, poor samples score lower precision, density "
+        "and coverage and a larger Fréchet distance. Quality says nothing about copying (see "
+        "the memorized fraction above)."),
+        rep.table(["samples", "space", "precision", "recall", "density", "coverage",
+                   "Fréchet"], rows)]
 
 
 def _domain_and_toy(r: dict, figures: Sequence[str]) -> list:

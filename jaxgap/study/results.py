@@ -163,6 +163,9 @@ class SampleResult(_Result):
       num_samples: samples per sampler.
       sample_steps: sampler steps.
       method: the sampler.
+      quality: :func:`~jaxgap.study.measure_quality` of every sampler's samples, with real
+        training points as the baseline (None in runs of jaxgap <= 0.1 or with too few
+        samples).
     """
 
     fit: DeltaFit
@@ -171,6 +174,7 @@ class SampleResult(_Result):
     num_samples: int
     sample_steps: int
     method: str
+    quality: dict | None = dataclasses.field(default=None, kw_only=True)
 
     def to_dict(self) -> dict:
         return {**super().to_dict(), "fit": self.fit.to_dict()}
