@@ -3,11 +3,13 @@
 Shape checks run on tracers too (shapes are static). Value checks (finite, positive) run
 where data enter (dataset loading, constructing a denoiser from data, a consumer's data
 arguments) and on host inputs (Python numbers, NumPy arrays); a denoiser call never reads
-values back from a ``jax.Array`` (that would be a host sync on every call).
+values back from a ``jax.Array`` (that would be a host sync on every call): its noise level
+is checked inside the compiled call instead (:func:`guard_positive`, an in-graph check).
 """
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -116,6 +118,27 @@ def sigma_array(sigma, name: str, batch_shape: tuple[int, ...], dtype=None):
         if not np.all(values > 0):
             raise ValueError(f"{name}: expected values > 0, got min {float(values.min())!r}")
     return jnp.broadcast_to(jnp.asarray(sig, dtype=dtype), batch_shape)
+
+
+def guard_positive(result, sigma, name: str = "sigma"):
+    """``result`` unchanged, with an in-graph check that every value of ``sigma`` is finite
+    and > 0.
+
+    For noise levels that reach compiled code as ``jax.Array`` values or tracers (under a
+    caller's ``jax.jit``, ``vmap`` or ``grad``, or inside jaxgap's compiled loops), which
+    the eager checks above do not read. Call it inside the compiled function with the
+    ``sigma`` it actually used and return the result it gives back: ``equinox.error_if``
+    then raises at run time (under ``vmap``: if any batch entry is bad; under ``grad``: on
+    the primal values), at the cost of one reduction over ``sigma`` and one branch. The
+    check is threaded through the result, not through ``sigma``, so the computation itself
+    is unchanged (bit for bit). The environment variable ``EQX_ON_ERROR`` (read at import)
+    chooses what a failed check does: ``raise`` (default), ``nan`` (a NaN result),
+    ``breakpoint`` or ``off`` (no check).
+    """
+    bad = ~(jnp.isfinite(sigma) & (sigma > 0))
+    return eqx.error_if(
+        result, bad, f"{name}: expected finite values > 0, got a value <= 0, NaN or inf "
+                     f"(checked inside the compiled call)")
 
 
 def positive_int(value, name: str, *, minimum: int = 1) -> int:

@@ -114,6 +114,16 @@ def test_quick_run_killed_twice_resumes_and_writes_every_output(tmp_path):
     assert results["memorization"] == sample["memorization"]
     emp = results["memorization"]["empirical"]["memorized_fraction"]
     assert f"optimal denoiser {emp:.3g}" in claims[2]["measured"]
+    # Sample quality (issue 12): every sampler against held-out data, real training images
+    # as the baseline, in pixels and classifier features (digits has labels).
+    quality = results["quality"]
+    assert quality == sample["quality"]
+    assert list(quality["sets"]) == ["real train (baseline)", "empirical", "network",
+                                     "toy_model"]
+    for row in quality["sets"].values():
+        for space in ("pixels", "features"):
+            assert set(row[space]) >= {"precision", "recall", "density", "coverage", "frechet"}
+    assert "Sample quality against" in md
 
 
 def _err(capsys, argv):

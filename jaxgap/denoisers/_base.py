@@ -15,7 +15,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxgap._checks import float_array, shape_str, sigma_array
+from jaxgap._checks import float_array, guard_positive, shape_str, sigma_array
+from jaxgap._jit import jit
 from jaxgap._protocol import call, check_denoiser
 
 
@@ -68,10 +69,14 @@ class ClosedForm(Pytree):
     """Base class of closed-form denoisers: subclasses implement ``_denoise(x, sigma)``.
 
     ``__call__`` checks shapes (outside jit; no value is read from a ``jax.Array``, so no
-    host sync), broadcasts ``sigma`` to ``x.shape[:-1]`` and calls ``_denoise`` with
-    ``x: [..., d]`` and ``sigma: [...]``. Subclasses decorate ``_denoise`` with
-    :func:`jaxgap._jit.jit`, so an eager call runs one compiled program per shape and
-    structure (new parameter values reuse it); inside a caller's jit it is inlined.
+    host sync; host values of ``sigma`` are checked, a ``ValueError``), broadcasts ``sigma``
+    to ``x.shape[:-1]`` and calls ``_denoise`` with ``x: [..., d]`` and ``sigma: [...]``
+    inside one compiled call that also checks ``sigma`` in-graph
+    (:func:`jaxgap._checks.guard_positive`: finite and > 0, else an error at run time, also
+    under a caller's ``jax.jit``/``vmap``/``grad`` and in jaxgap's compiled loops).
+    Subclasses decorate ``_denoise`` with :func:`jaxgap._jit.jit` too (inlined there), so an
+    eager call runs one compiled program per shape and structure (new parameter values
+    reuse it); inside a caller's jit it is inlined.
     """
 
     dim: int
@@ -79,7 +84,12 @@ class ClosedForm(Pytree):
 
     def __call__(self, x, sigma):
         x, sigma = self._check_inputs(x, sigma)
-        return self._denoise(x, sigma)
+        return self._guarded(x, sigma)
+
+    @jit
+    def _guarded(self, x, sigma):
+        """``_denoise(x, sigma)`` with ``sigma`` checked in-graph (<= 0, NaN, inf raise)."""
+        return guard_positive(self._denoise(x, sigma), sigma)
 
     def _check_inputs(self, x, sigma):
         x = float_array(x, "x", min_ndim=1, dim=self.dim, allow_empty=True, finite="host")

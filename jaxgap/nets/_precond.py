@@ -25,7 +25,7 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, ArrayLike, Float
 
-from jaxgap._checks import float_array, positive_float, positive_int, sigma_shape
+from jaxgap._checks import float_array, guard_positive, positive_float, positive_int, sigma_shape
 from jaxgap._jit import jit
 
 __all__ = ["EDMPrecond", "check_image_shape", "param_count"]
@@ -43,15 +43,22 @@ def check_image_shape(image_shape) -> tuple[int, int, int]:
 
 
 def _sigma_batch(sigma, batch_shape: tuple[int, ...], dtype):
-    """``sigma`` broadcast to ``batch_shape`` after a shape-only check (trace-safe).
+    """``sigma`` broadcast to ``batch_shape`` after a shape check (trace-safe).
 
-    No value check is made: the nets run inside jit during training, and an eager check
-    would force a host sync on every call. Host values are broadcast with NumPy (free), so
-    the compiled call depends on the shape of ``x`` only.
+    Values are checked here only when they come from the host (NumPy, free): the nets run
+    inside jit during training, and reading a ``jax.Array`` back would force a host sync
+    on every call; those are checked inside the compiled call (``guard_positive``). Host
+    values are broadcast with NumPy (free), so the compiled call depends on the shape of
+    ``x`` only.
     """
     sig = sigma_shape(sigma, "sigma", batch_shape)
     if isinstance(sig, np.ndarray):
-        return np.broadcast_to(sig.astype(dtype, copy=False), batch_shape)
+        sig = sig.astype(dtype, copy=False)
+        if not np.all(np.isfinite(sig)):
+            raise ValueError("sigma: expected finite values, got NaN or inf")
+        if sig.size and not np.all(sig > 0):
+            raise ValueError(f"sigma: expected values > 0, got min {float(sig.min())!r}")
+        return np.broadcast_to(sig, batch_shape)
     if sig.shape != tuple(batch_shape) or sig.dtype != dtype:
         sig = jnp.broadcast_to(sig.astype(dtype), batch_shape)
     return sig
@@ -118,20 +125,31 @@ class EDMPrecond(nnx.Module):
 
         Args:
           x: ``[..., d]`` noisy states (flattened images in HWC order).
-          sigma: noise levels ``> 0``, a scalar or an array broadcastable to
-            ``x.shape[:-1]`` (not checked for positivity: this runs inside jit).
+          sigma: finite noise levels ``> 0``, a scalar or an array broadcastable to
+            ``x.shape[:-1]``. Host values (Python, NumPy) are checked before the call; a
+            ``jax.Array`` or a traced ``sigma`` is checked inside the compiled call
+            (``equinox.error_if``: a run-time error, under ``jax.jit``, ``vmap`` and
+            ``grad`` too; ``EQX_ON_ERROR`` chooses what a failed check does).
 
         Returns:
           ``[..., d]`` denoised states :math:`D(x, \sigma)`, the shape of ``x``.
 
         Raises:
-          ValueError: ``x`` of rank 0 or with a last dimension other than ``d``, or a
-            ``sigma`` whose shape does not broadcast to ``x.shape[:-1]`` (shapes only,
-            checked at trace time).
+          ValueError: ``x`` of rank 0 or with a last dimension other than ``d``, a
+            ``sigma`` whose shape does not broadcast to ``x.shape[:-1]`` (shapes checked at
+            trace time), or a host ``sigma`` with a value ``<= 0``, NaN or inf.
+          RuntimeError: at run time, a device or traced ``sigma`` with a value ``<= 0``,
+            NaN or inf (the message starts ``sigma: expected finite values > 0``; under
+            ``jax.grad`` JAX reports it as a ``ValueError``).
         """
         x = float_array(x, "x", min_ndim=1, dim=self.dim, allow_empty=True, finite=False)
         sigma = _sigma_batch(sigma, x.shape[:-1], x.dtype)
-        return self._denoise(x, sigma)
+        return self._guarded(x, sigma)
+
+    @jit
+    def _guarded(self, x, sigma):
+        """``_denoise(x, sigma)`` with ``sigma`` checked in-graph (<= 0, NaN, inf raise)."""
+        return guard_positive(self._denoise(x, sigma), sigma)
 
     @jit
     def _denoise(self, x: Float[Array, "*batch d"],
