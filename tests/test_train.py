@@ -24,6 +24,19 @@ def _run(args, **kw):
                           capture_output=True, text=True, timeout=300, **kw)
 
 
+def _start_after_rows(args, num_rows: int) -> subprocess.Popen:
+    """Start ``jaxgap train`` and return once its metrics.jsonl holds ``num_rows`` rows."""
+    proc = subprocess.Popen([sys.executable, "-m", "jaxgap", "train", *TINY, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = Path(args[args.index("--out") + 1]) / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= num_rows:
+            break
+        time.sleep(0.02)
+    return proc
+
+
 def _rows(run_dir):
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text()
             .splitlines()]
@@ -36,17 +49,9 @@ def test_sigkill_and_resume_reproduce_an_uninterrupted_run(tmp_path):
     assert out.returncode == 0, out.stderr
     # Same run, killed with SIGKILL after some evaluations, then resumed.
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "jaxgap", "train", *TINY, *steps,
-                             "--out", str(killed)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    metrics = killed / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 9:  # step >= 160
-            break
-        time.sleep(0.02)
+    proc = _start_after_rows([*steps, "--out", str(killed)], 9)  # step >= 160
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     rows_at_kill = len(_rows(killed))
     assert rows_at_kill < 21
@@ -64,15 +69,7 @@ def test_sigkill_and_resume_reproduce_an_uninterrupted_run(tmp_path):
     # Ctrl-C (SIGINT): exit status 130, the state after the last finished step is
     # checkpointed, and --resume continues to the same rows as the uninterrupted run.
     stopped = tmp_path / "ctrl-c"
-    proc = subprocess.Popen([sys.executable, "-m", "jaxgap", "train", *TINY, *steps,
-                             "--out", str(stopped)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    metrics = stopped / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 4:  # step >= 60
-            break
-        time.sleep(0.02)
+    proc = _start_after_rows([*steps, "--out", str(stopped)], 4)  # step >= 60
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
