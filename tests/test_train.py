@@ -42,7 +42,7 @@ def _rows(run_dir):
             .splitlines()]
 
 
-def test_sigkill_and_resume_reproduce_an_uninterrupted_run(tmp_path):
+def test_sigkill_ctrl_c_and_resume_reproduce_an_uninterrupted_run(tmp_path):
     steps = ["--steps", "400", "--eval-every", "20", "--ckpt-every", "50"]
     full = tmp_path / "full"
     out = _run([*steps, "--out", str(full)])
@@ -55,6 +55,19 @@ def test_sigkill_and_resume_reproduce_an_uninterrupted_run(tmp_path):
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     rows_at_kill = len(_rows(killed))
     assert rows_at_kill < 21
+    # Resumed, then stopped with Ctrl-C (SIGINT) a few evaluations later: exit status 130,
+    # and the state after the last finished step is checkpointed (issue 12) ...
+    proc = _start_after_rows([*steps, "--out", str(killed), "--resume"], rows_at_kill + 3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("jaxgap: interrupted: checkpoint of step ") and "--resume" in last
+    step = int(last.split("checkpoint of step ")[1].split()[0])
+    # (the step before the last row's when Ctrl-C came between its evaluation and the end
+    # of its step: that row is then dropped and evaluated again on resume)
+    assert 20 * (rows_at_kill + 2) - 1 <= step < 400, (step, rows_at_kill)
+    # ... so a second --resume continues from there to the uninterrupted run's rows.
     out = _run([*steps, "--out", str(killed), "--resume"])
     assert out.returncode == 0, out.stderr
     a, b = _rows(full), _rows(killed)
@@ -65,25 +78,6 @@ def test_sigkill_and_resume_reproduce_an_uninterrupted_run(tmp_path):
         if ra["train_loss"] is not None:
             assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-6)
     assert (killed / "gap_over_training.png").stat().st_size > 0
-
-    # Ctrl-C (SIGINT): exit status 130, the state after the last finished step is
-    # checkpointed, and --resume continues to the same rows as the uninterrupted run.
-    stopped = tmp_path / "ctrl-c"
-    proc = _start_after_rows([*steps, "--out", str(stopped)], 4)  # step >= 60
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("jaxgap: interrupted: checkpoint of step ") and "--resume" in last
-    step = int(last.split("checkpoint of step ")[1].split()[0])
-    assert 60 <= step < 400
-    out = _run([*steps, "--out", str(stopped), "--resume"])
-    assert out.returncode == 0, out.stderr
-    c = _rows(stopped)
-    assert [r["step"] for r in c] == list(range(0, 401, 20))
-    for ra, rc in zip(a, c, strict=True):
-        for k in ("gap", "ema_gap"):
-            np.testing.assert_allclose(rc[k], ra[k], rtol=1e-6, atol=1e-9, err_msg=k)
 
 
 def test_a_lost_interrupt_still_stops_training(tmp_path, monkeypatch):
@@ -272,3 +266,22 @@ def test_resume_on_a_missing_folder_is_an_error(tmp_path, capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "does not exist" in err and "--resume" in err
     assert not missing.exists()
+
+
+def test_eval_subsampling_is_stated_and_overwrite_replaces_a_run(tmp_path, capsys):
+    """Issue 12: every training and validation image was evaluated at every sigma (3.8 GB
+    on 28x28 data); evaluations now use the first --eval-train-size / --eval-val-size
+    examples (default 2048), and the output says so. --overwrite replaces a run."""
+    run = tmp_path / "run"
+    code, err = _main(capsys, ["--steps", "2", "--eval-every", "2", "--eval-train-size", "16",
+                               "--eval-val-size", "20", "--out", str(run)])
+    assert code == 0, err
+    assert ("note: evaluating the first 16 of 64 training and 20 of 300 validation examples"
+            in err), err
+    assert json.loads((run / "config.json").read_text())["eval_train_size"] == 16
+    code, err = _main(capsys, ["--steps", "3", "--eval-every", "3", "--out", str(run),
+                               "--overwrite", "--quiet"])
+    assert code == 0 and "note:" not in err, err
+    assert json.loads((run / "config.json").read_text())["steps"] == 3
+    assert [r["step"] for r in read_metrics(run)] == [0, 3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
