@@ -19,15 +19,16 @@ demo: $(BIN)/.jaxgap-installed
 lint: $(BIN)/.jaxgap-installed
 	$(BIN)/ruff check jaxgap tests benchmarks examples scripts notebooks conftest.py .ci
 
-# The suite in float32; the float64 checks in a process of their own; the docstring examples
-# of every jaxgap module (python -m jaxgap would run the CLI). The versions are printed first
-# (never fails the run). tests/test_multidevice.py starts its own 8-device process. The
-# suite is compile-bound (XLA compiles on one core): pytest-xdist runs one worker per core.
+# The suite in float32 with the docstring examples of every jaxgap module (python -m jaxgap
+# would run the CLI), then the float64 checks in a process of their own. The versions are
+# printed first (never fails the run). tests/test_multidevice.py starts its own 8-device
+# process. The suite is compile-bound (XLA compiles on one core): pytest-xdist runs one
+# worker per core, and the examples share its workers (and their warm caches).
 test: lint
 	-$(BIN)/python .ci/versions.py
-	$(BIN)/python -m pytest -q -n auto -m "not x64"
+	$(BIN)/python -m pytest -q -n auto -m "not x64" --doctest-modules tests jaxgap \
+		--ignore=jaxgap/__main__.py
 	JAX_ENABLE_X64=1 $(BIN)/python -m pytest -q -m x64
-	$(BIN)/python -m pytest -q -n auto --doctest-modules jaxgap --ignore=jaxgap/__main__.py
 
 bench: $(BIN)/.jaxgap-installed
 	$(BIN)/python benchmarks/empirical_denoiser.py
