@@ -237,19 +237,19 @@ def batch_indices(data_key, step, n: int, batch: int):
     return jax.lax.dynamic_slice_in_dim(perm, pos * batch, batch)
 
 
-def make_step(graphdef, tx, config: TrainConfig, train_x, batch: int):
-    """One jit-compiled training step ``state -> (state, loss)``."""
-    base = jax.random.PRNGKey(config.seed)
-    data_key = _streams.stream(base, _streams.DATA_ORDER)
-    train_key = _streams.stream(base, _streams.TRAIN_NOISE)
-    n = train_x.shape[0]
+def step_body(graphdef, tx, config: TrainConfig, batch: int, n: int):
+    """The training step as a pure function ``(state, train_x, base_key) -> (state, loss)``
+    (not compiled): :func:`make_step` jit-compiles it for one run and
+    :mod:`jaxgap.ensemble` maps it over the members of an ensemble. ``base_key`` is
+    ``PRNGKey(seed)``; the data order and the noise come from its named streams."""
 
     def loss_fn(params, x0, key):
         return edm_loss(nnx.merge(graphdef, params), x0, key, p_mean=config.p_mean,
                         p_std=config.p_std, sigma_data=config.sigma_data)
 
-    @jax.jit
-    def step_fn(state, train_x):
+    def body(state, train_x, base):
+        data_key = _streams.stream(base, _streams.DATA_ORDER)
+        train_key = _streams.stream(base, _streams.TRAIN_NOISE)
         step = state["step"]
         x0 = train_x[batch_indices(data_key, step, n, batch)]
         loss, grads = jax.value_and_grad(loss_fn)(state["params"], x0,
@@ -262,7 +262,14 @@ def make_step(graphdef, tx, config: TrainConfig, train_x, batch: int):
                    loss_sum=state["loss_sum"] + loss, loss_count=state["loss_count"] + 1)
         return new, loss
 
-    return lambda state: step_fn(state, train_x)
+    return body
+
+
+def make_step(graphdef, tx, config: TrainConfig, train_x, batch: int):
+    """One jit-compiled training step ``state -> (state, loss)``."""
+    step_fn = jax.jit(step_body(graphdef, tx, config, batch, train_x.shape[0]))
+    base = jax.random.PRNGKey(config.seed)
+    return lambda state: step_fn(state, train_x, base)
 
 
 # ---------------------------------------------------------------------------------------
