@@ -2,24 +2,37 @@
 
 The members' training states (parameters, EMA, optimizer state, step, running loss) are
 stacked on a leading member axis, and one jit-compiled step maps
-:func:`jaxgap.train.step_body`, the single-run step, over that axis with ``jax.vmap``: each
-member draws its data order and noise from its own seed's named streams, so member ``i``
-follows the same trajectory as a run of :func:`jaxgap.train.train_and_evaluate` with
-``seed = seeds[i]`` on the same training set (to float32 rounding: the batched matmuls may
-round differently).
+:func:`jaxgap.train.step_body`, the single run's step, over that axis with ``jax.vmap``.
+Each member is a full :class:`~jaxgap.train.TrainConfig`: its own seed (data split,
+initialization, data order, noise), its own training subset (``train_size`` examples from
+``train_offset``: nested prefixes, disjoint halves) and its own value-only hyper-parameters
+(:data:`jaxgap.train.VALUE_FIELDS`: learning rate, weight decay, EMA decay, ``p_mean``,
+``p_std``), which enter the step as traced values. The members' training sets are padded to
+the largest; a member draws its batches from its own ``n`` examples only
+(:func:`jaxgap.train.batch_indices` does not depend on the padding). Everything else (the
+architecture, the batch, the warm-up, the data) is shared: :func:`program_key` names what
+must agree.
 
-This is the first step of the factor-sweep machinery (issue 13): seeds on the member axis,
-one training set. Per-member training subsets and hyper-parameters, evaluations,
-checkpoints and sharding of the member axis come next.
+Member ``i`` therefore follows the trajectory of :func:`jaxgap.train.train_and_evaluate` with
+``configs[i]`` (to float32 rounding: the batched matmuls may round differently), and its
+gap curves use that run's evaluation key and noise (common random numbers over training
+time and across members of one seed).
+
+The member axis can be sharded over a 1-D device mesh (:func:`shard`, one or many hosts);
+:func:`fit` runs the loop: evaluations, samples, one orbax checkpoint of the whole ensemble,
+exact resume after a kill.
 
 Example:
   >>> from jaxgap import data
   >>> from jaxgap.train import TrainConfig
-  >>> ds = data.load("digits", seed=0).with_train_size(32)
   >>> config = TrainConfig(width=16, depth=1, batch_size=8)
-  >>> ens = Ensemble.create(config, seeds=(0, 1, 2), dim=ds.dim)
-  >>> step = ens.make_step(ds.train)
-  >>> state, loss = step(ens.state)
+  >>> members = [dataclasses.replace(config, seed=s, train_size=n)
+  ...            for s, n in ((0, 16), (1, 16), (0, 32))]
+  >>> ens = Ensemble.create(members, dim=64)
+  >>> d = member_data(members)
+  >>> d.train.shape, d.n.tolist()
+  ((3, 32, 64), [16, 16, 32])
+  >>> state, loss = ens.make_step(d)(ens.state)
   >>> loss.shape, int(state["step"][1])
   ((3,), 1)
 """
@@ -27,16 +40,46 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from jaxgap._checks import positive_int
-from jaxgap.train import TrainConfig, init_state, step_body
+from jaxgap import _io, _progress, _streams
+from jaxgap import noise as _noise
+from jaxgap.losses import per_example_loss
+from jaxgap.train import (
+    VALUE_FIELDS,
+    TrainConfig,
+    append_jsonl,
+    checkpoint_manager,
+    hyper,
+    init_state,
+    load_data,
+    pure_state,
+    read_jsonl,
+    restore_state,
+    step_body,
+)
 
-__all__ = ["Ensemble", "member", "stack"]
+__all__ = ["ROWS", "Ensemble", "MemberData", "fit", "member", "member_data", "program_key",
+           "shard", "stack", "to_host"]
+
+ROWS = "rows.jsonl"
+
+MEMBER_FIELDS = ("seed", "train_size", "train_offset") + VALUE_FIELDS
+"""The :class:`~jaxgap.train.TrainConfig` fields in which members of one ensemble may
+differ; every other field is shared (one program)."""
 
 
 def stack(trees: Sequence[Any]) -> Any:
@@ -49,51 +92,347 @@ def member(tree: Any, i: int) -> Any:
     return jax.tree.map(lambda x: x[i], tree)
 
 
-class Ensemble(NamedTuple):
-    """``E`` members of one architecture: the shared graph and optimizer, the stacked state.
+def program_key(config: TrainConfig, num_train: int) -> TrainConfig:
+    """What members of one ensemble share: the config with :data:`MEMBER_FIELDS` reset and
+    ``batch_size`` the effective batch ``min(batch_size, num_train)``.
+
+    Two configs (with their training-set sizes) can be members of one ensemble, one compiled
+    program, exactly when their keys are equal.
+    """
+    reset = {name: getattr(TrainConfig, name) for name in MEMBER_FIELDS}
+    return dataclasses.replace(config, batch_size=min(config.batch_size, num_train), **reset)
+
+
+def shard(tree: Any, mesh) -> Any:
+    """Host arrays with a leading member axis as global arrays sharded over a 1-D ``mesh``
+    (every process passes the same values; ``mesh=None``: plain device arrays).
+
+    The member axis must be a multiple of the mesh size (pad the members first)."""
+    if mesh is None:
+        return jax.tree.map(jnp.asarray, tree)
+    axis = mesh.axis_names[0]
+
+    def put(x):
+        x = np.asarray(x)
+        spec = P(axis, *([None] * (x.ndim - 1)))
+        return jax.make_array_from_callback(x.shape, NamedSharding(mesh, spec),
+                                            lambda idx: x[idx])
+
+    return jax.tree.map(put, tree)
+
+
+def to_host(tree: Any) -> Any:
+    """Numpy copies of a pytree's arrays, gathered from every process when they span
+    other hosts' devices (a collective: every process must call it)."""
+
+    def get(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+
+    return jax.tree.map(get, tree)
+
+
+class MemberData(NamedTuple):
+    """The members' data, padded to common shapes (host arrays).
 
     Attributes:
-      config: the members' :class:`~jaxgap.train.TrainConfig` (its ``seed`` unused).
-      seeds: ``E`` seeds, one per member (initialization, data order, noise).
+      train: ``[E, capacity, d]`` each member's training examples first, zeros after.
+      n: ``[E]`` int32, each member's number of training examples.
+      eval_n: ``[E]`` training examples evaluated (the first ``min(eval_train_size, n)``).
+      val: ``[E, v, d]`` each member's validation examples evaluated.
+      datasets: the members' :class:`~jaxgap.data.Dataset` (cut to their training subset).
+    """
+
+    train: np.ndarray
+    n: np.ndarray
+    eval_n: np.ndarray
+    val: np.ndarray
+    datasets: tuple
+
+
+def member_data(configs: Sequence[TrainConfig]) -> MemberData:
+    """Load every member's dataset (:func:`jaxgap.train.load_data`) and pad them to common
+    shapes; raises ValueError when their dimensions or validation sizes differ."""
+    sets = [load_data(c) for c in configs]
+    dims = {ds.dim for ds in sets}
+    vals = [ds.val[: c.eval_val_size] for ds, c in zip(sets, configs, strict=True)]
+    if len(dims) > 1 or len({v.shape[0] for v in vals}) > 1:
+        raise ValueError(f"configs: the members' data differ in dimension or validation "
+                         f"size ({sorted(dims)}, {sorted({v.shape[0] for v in vals})}); "
+                         "they cannot share one program")
+    n = np.array([ds.num_train for ds in sets], np.int32)
+    capacity = int(n.max())
+    train = np.zeros((len(sets), capacity, sets[0].dim), np.float32)
+    for i, ds in enumerate(sets):
+        train[i, : ds.num_train] = ds.train
+    eval_n = np.array([min(c.eval_train_size or k, k) for c, k in zip(configs, n, strict=True)],
+                      np.int32)
+    return MemberData(train, n, eval_n, np.stack(vals).astype(np.float32), tuple(sets))
+
+
+def _masked_mean_se(losses: np.ndarray, count: int):
+    """Mean and standard error over the first ``count`` examples of ``[K, n]`` losses."""
+    x = np.asarray(losses[:, :count], np.float64)
+    se = x.std(axis=1, ddof=1) / np.sqrt(count) if count > 1 else np.full(x.shape[0], np.nan)
+    return x.mean(axis=1), se
+
+
+class Ensemble(NamedTuple):
+    """``E`` members of one architecture: their configs, the shared graph, the stacked state.
+
+    Attributes:
+      configs: one :class:`~jaxgap.train.TrainConfig` per member (equal outside
+        :data:`MEMBER_FIELDS`).
       graphdef: the network's graph (shared).
-      tx: the optimizer (shared).
       state: the training state of :func:`jaxgap.train.init_state`, every leaf with a
         leading axis of size ``E``.
     """
 
-    config: TrainConfig
-    seeds: tuple[int, ...]
+    configs: tuple
     graphdef: Any
-    tx: Any
     state: dict
 
     @classmethod
-    def create(cls, config: TrainConfig, *, seeds: Sequence[int], dim: int,
-               image_shape: tuple[int, ...] | None = None) -> Ensemble:
-        """Initialize one member per seed, exactly as a single run with that seed."""
-        config = config.validate()
-        if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
-            raise ValueError(f"seeds: expected a non-empty sequence of integers, got {seeds!r}")
-        seeds = tuple(positive_int(s, "seeds", minimum=0) for s in seeds)
-        inits = [init_state(dataclasses.replace(config, seed=s), dim, image_shape)
-                 for s in seeds]
-        graphdef, tx, _ = inits[0]
-        return cls(config, seeds, graphdef, tx, stack([st for _, _, st in inits]))
+    def create(cls, configs, *, dim: int, image_shape: tuple[int, ...] | None = None,
+               seeds: Sequence[int] | None = None) -> Ensemble:
+        """Initialize every member exactly as a single run with its config.
+
+        Args:
+          configs: the members' configs, or one config with ``seeds``.
+          dim: data dimension ``d``.
+          image_shape: the data's image shape (needed by the U-Net).
+          seeds: with a single config: one member per seed.
+        """
+        if isinstance(configs, TrainConfig):
+            if seeds is None:
+                seeds = (configs.seed,)
+            if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
+                raise ValueError(f"seeds: expected a non-empty sequence of integers, got "
+                                 f"{seeds!r}")
+            for s in seeds:
+                if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+                    raise ValueError(f"seeds: expected integers >= 0, got {s!r}")
+            configs = [dataclasses.replace(configs, seed=s) for s in seeds]
+        configs = tuple(c.validate() for c in configs)
+        if not configs:
+            raise ValueError("configs: expected at least one member")
+        shared = {program_key(c, 1) for c in configs}
+        if len(shared) > 1:
+            a, b = list(shared)[:2]
+            diff = sorted(f.name for f in dataclasses.fields(a) if getattr(a, f.name)
+                          != getattr(b, f.name))
+            raise ValueError(f"configs: members may differ only in {', '.join(MEMBER_FIELDS)};"
+                             f" these differ too: {', '.join(diff)}")
+        inits = [init_state(c, dim, image_shape) for c in configs]
+        return cls(configs, inits[0][0], stack([st for _, _, st in inits]))
 
     @property
     def size(self) -> int:
         """The number of members ``E``."""
-        return len(self.seeds)
+        return len(self.configs)
 
-    def make_step(self, train_x):
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(c.seed for c in self.configs)
+
+    def member_values(self) -> dict:
+        """Per-member host arrays the step takes: ``key [E, 2]`` (``PRNGKey(seed)``) and
+        the value-only hyper-parameters ``hp`` (``{name: [E]}``)."""
+        keys = np.stack([np.asarray(jax.random.PRNGKey(s)) for s in self.seeds])
+        hps = [hyper(c) for c in self.configs]
+        return {"key": keys, "hp": {k: np.stack([np.asarray(h[k]) for h in hps])
+                                    for k in hps[0]}}
+
+    def batch(self, data: MemberData) -> int:
+        """The members' common batch size (``min(batch_size, n)``, equal for all)."""
+        batches = {min(c.batch_size, int(k)) for c, k in zip(self.configs, data.n, strict=True)}
+        if len(batches) > 1:
+            raise ValueError(f"data: the members' batches min(batch_size, train_size) differ "
+                             f"({sorted(batches)}); group members of equal batch")
+        return batches.pop()
+
+    def make_step(self, data: MemberData, *, mesh=None):
         """One jit-compiled step of every member: ``state -> (state, loss [E])``.
 
         Args:
-          train_x: ``[n, d]`` the training set (shared by the members).
+          data: the members' data (:func:`member_data`).
+          mesh: optional 1-D mesh the member axis (of ``state`` too) is sharded over.
         """
-        train_x = jnp.asarray(train_x)
-        batch = min(self.config.batch_size, train_x.shape[0])
-        body = step_body(self.graphdef, self.tx, self.config, batch, train_x.shape[0])
-        step_fn = jax.jit(jax.vmap(body, in_axes=(0, None, 0)))
-        keys = jnp.stack([jax.random.PRNGKey(s) for s in self.seeds])
-        return lambda state: step_fn(state, train_x, keys)
+        body = step_body(self.graphdef, self.configs[0], self.batch(data))
+        step_fn = jax.jit(jax.vmap(body))
+        vals = self.member_values()
+        args = shard((data.train, data.n, vals["key"], vals["hp"]), mesh)
+        return lambda state: step_fn(state, *args)
+
+    def make_eval(self, data: MemberData, *, mesh=None):
+        """The members' gap curves, raw and EMA, as in :func:`jaxgap.train.train_and_evaluate`.
+
+        Returns ``evaluate(state) -> [row_0, ..., row_{E-1}]``, each row a dict of per-sigma
+        lists ``train, val, gap, train_se, val_se, gap_se`` and the same with ``ema_``,
+        plus ``sigmas``. Member ``i`` is evaluated with its run's key (the ``EVAL_NOISE``
+        stream of its seed) on its first ``eval_n[i]`` training and its validation examples.
+        """
+        c = self.configs[0]
+        sigmas = _noise.log_sigmas(c.eval_sigmas, c.sigma_min, c.sigma_max)
+        width = int(data.eval_n.max())
+        graphdef, num_noise = self.graphdef, c.eval_num_noise
+
+        def one(params, ema, tr, va, key):
+            k_train, k_val = jax.random.split(key)
+            out = []
+            for p in (params, ema):
+                den = nnx.merge(graphdef, p)
+                out.append(per_example_loss(k_train, den, tr, sigmas, num_noise=num_noise))
+                out.append(per_example_loss(k_val, den, va, sigmas, num_noise=num_noise))
+            return tuple(out)
+
+        eval_fn = jax.jit(jax.vmap(one))
+        keys = np.stack([np.asarray(_streams.stream(jax.random.PRNGKey(s),
+                                                    _streams.EVAL_NOISE)) for s in self.seeds])
+        args = shard((data.train[:, :width], data.val, keys), mesh)
+        sig = np.asarray(sigmas, np.float64).tolist()
+
+        def evaluate(state):
+            losses = to_host(eval_fn(state["params"], state["ema"], *args))
+            rows = []
+            for i in range(self.size):
+                row = {"sigmas": sig}
+                for prefix, lt, lv in (("", losses[0][i], losses[1][i]),
+                                       ("ema_", losses[2][i], losses[3][i])):
+                    t, t_se = _masked_mean_se(lt, int(data.eval_n[i]))
+                    v, v_se = _masked_mean_se(lv, lv.shape[1])
+                    row.update({prefix + "train": t, prefix + "val": v, prefix + "gap": v - t,
+                                prefix + "train_se": t_se, prefix + "val_se": v_se,
+                                prefix + "gap_se": np.sqrt(t_se**2 + v_se**2)})
+                rows.append({k: (v if k == "sigmas" else v.tolist()) for k, v in row.items()})
+            return rows
+
+        return evaluate
+
+    def denoiser(self, state_host: dict, i: int, *, ema: bool = True):
+        """Member ``i``'s network (EMA or raw weights) from a host copy of the state."""
+        params = member(state_host["ema" if ema else "params"], i)
+        return nnx.merge(self.graphdef, jax.tree.map(jnp.asarray, params))
+
+
+def _broadcast(tree):
+    """Process 0's value of a pytree of host arrays, on every process."""
+    if jax.process_count() == 1:
+        return tree
+    return to_host(multihost_utils.broadcast_one_to_all(tree))
+
+
+def fit(ens: Ensemble, data: MemberData, workdir, *, eval_steps: Sequence[int],
+        sample_steps: Sequence[int] = (), on_sample=None, mesh=None, resume: bool = False,
+        progress: bool | str | None = True, desc: str = "ensemble") -> list[dict]:
+    """Train every member for ``steps`` steps, evaluating and sampling on the way; resumable.
+
+    At each step in ``eval_steps`` (0 included if listed) every member's gap curves are
+    evaluated (:meth:`Ensemble.make_eval`) and appended to ``workdir/rows.jsonl`` as rows
+    ``{"kind": "loss", "step", "member", ...}``; at each step in ``sample_steps``
+    ``on_sample(step, state_host)`` (on process 0 only) returns rows to append. The whole
+    ensemble is checkpointed (one orbax checkpoint, written by process 0 from host copies of
+    the state) after each of these steps, every ``ckpt_every`` steps and at the end. A run
+    killed at any point and resumed from its last checkpoint (``resume=True``) appends the
+    same rows as an uninterrupted run: every random number is a function of the members'
+    seeds and the step.
+
+    Args:
+      ens: the ensemble (its state is the starting point of a fresh run).
+      data: the members' data (:func:`member_data`).
+      workdir: the ensemble's folder (created).
+      eval_steps, sample_steps: steps ``<= steps`` after which to evaluate and to sample.
+      on_sample: ``(step, state_host) -> [row, ...]`` (rows with a ``member`` field).
+      mesh: optional 1-D mesh the member axis is sharded over (``E`` a multiple of its size).
+      resume: continue from the last checkpoint (otherwise the folder must hold none).
+      progress: a :func:`jaxgap._progress.bar` mode.
+      desc: the progress bar's text.
+
+    Returns:
+      All rows of ``rows.jsonl`` (on process 0; an empty list elsewhere).
+    """
+    config = ens.configs[0]
+    steps = config.steps
+    eval_set, sample_set = set(eval_steps), set(sample_steps)
+    bad = sorted(t for t in eval_set | sample_set if not 0 <= t <= steps)
+    if bad:
+        raise ValueError(f"eval_steps, sample_steps: expected steps in [0, {steps}], got {bad}")
+    lead = jax.process_index() == 0
+    workdir = Path(workdir)
+    rows_path = workdir / ROWS
+    manager = None
+    latest = None
+    if lead:
+        workdir.mkdir(parents=True, exist_ok=True)
+        manager = checkpoint_manager(workdir, only_this_process=True)
+        latest = manager.latest_step()
+        if latest is not None and not resume:
+            manager.close()
+            raise ValueError(f"out: {workdir} already holds checkpoints; resume it or start "
+                             "afresh in another folder")
+    latest = int(_broadcast(np.int32(-1 if latest is None else latest)))
+    state = to_host(ens.state)
+    if latest >= 0:
+        if lead:
+            state = to_host(restore_state(manager, state, latest))
+        state = _broadcast(state)
+    start = max(latest, 0)
+    if lead:
+        kept = read_jsonl(rows_path, upto=latest if latest >= 0 else -1)
+        _io.write_text(rows_path, "".join(json.dumps(r) + "\n" for r in kept))
+    state = shard(state, mesh)
+    step_fn = ens.make_step(data, mesh=mesh)
+    evaluate = ens.make_eval(data, mesh=mesh) if eval_set else None
+    saved = {latest} if latest >= 0 else set()
+
+    def checkpoint(state_host, t):
+        if lead:
+            manager.save(t, args=ocp.args.StandardSave(pure_state(state_host)), force=True)
+            manager.wait_until_finished()
+        saved.add(t)
+
+    def reached(t, state):
+        rows = []
+        if t in eval_set:
+            rows += [{"kind": "loss", "step": t, "member": i, **r}
+                     for i, r in enumerate(evaluate(state))]
+        host = None
+        if t in sample_set and on_sample is not None:
+            host = to_host(state)
+            if lead:
+                rows += [{"kind": "sample", "step": t, **r} for r in on_sample(t, host)]
+        if lead and rows:
+            append_jsonl(rows_path, rows)
+        if t > 0 and (t in eval_set or t in sample_set or t % config.ckpt_every == 0
+                      or t == steps):
+            checkpoint(to_host(state) if host is None else host, t)
+
+    safe = state
+    try:
+        if start == 0:
+            reached(0, state)
+        with _progress.bar(steps, desc, mode=progress if lead else False, unit="step",
+                           initial=start) as bar:
+            for t in range(start, steps):
+                _progress.check_interrupt()
+                state, loss = step_fn(state)
+                reached(t + 1, state)
+                safe = state
+                if (t + 1) % 10 == 0 or t + 1 == steps:
+                    bar.update(t + 1 - bar.n)
+    except KeyboardInterrupt:
+        t = int(to_host(safe["step"])[0])
+        if t > 0 and t not in saved and jax.process_count() == 1:
+            try:
+                checkpoint(to_host(safe), t)
+            except BaseException as err:  # a second Ctrl-C, a full disk: keep the older one
+                print(f"jaxgap: could not checkpoint step {t} ({type(err).__name__}); "
+                      f"--resume continues from step {max(saved, default=0)}",
+                      file=sys.stderr)
+        if manager is not None:
+            manager.close()
+        raise
+    if manager is not None:
+        manager.close()
+    return read_jsonl(rows_path) if lead else []

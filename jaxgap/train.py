@@ -54,6 +54,9 @@ class TrainConfig:
         ``(("scale", 255),)``; a dict is accepted and stored sorted).
       model: ``"mlp"`` or ``"unet"``.
       train_size: number of training examples used (``None``: all).
+      train_offset: the training examples are ``[train_offset, train_offset + train_size)``
+        of the split (0: the first ones; ``train_offset = train_size`` gives the disjoint
+        second half of a ``2 * train_size`` prefix).
       steps: optimizer steps.
       batch_size: examples per step (capped at ``train_size``).
       lr, warmup, weight_decay: AdamW with linear warm-up to ``lr`` over ``warmup`` steps.
@@ -81,6 +84,7 @@ class TrainConfig:
     data_options: tuple[tuple[str, object], ...] = ()
     model: str = "mlp"
     train_size: int | None = None
+    train_offset: int = 0
     steps: int = 2000
     batch_size: int = 128
     lr: float = 1e-3
@@ -130,6 +134,9 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name}: expected a positive integer or None, got {v!r}")
+        if isinstance(self.train_offset, bool) or not isinstance(self.train_offset, int) \
+                or self.train_offset < 0:
+            raise ValueError(f"train_offset: expected an integer >= 0, got {self.train_offset!r}")
         if self.eval_sigmas < 2:
             raise ValueError(f"eval_sigmas: expected at least 2, got {self.eval_sigmas}")
         for name in ("lr", "sigma_data", "p_std", "sigma_min", "sigma_max"):
@@ -169,13 +176,17 @@ class TrainConfig:
 # ---------------------------------------------------------------------------------------
 
 def load_data(config: TrainConfig):
-    """The run's dataset, cut to ``train_size``; raises ValueError if too large."""
+    """The run's dataset, cut to ``train_size`` examples from ``train_offset``; raises
+    ValueError if they exceed the training split."""
     ds = _data.load(config.data, seed=config.seed, **dict(config.data_options))
-    if config.train_size is not None:
-        if config.train_size > ds.num_train:
-            raise ValueError(f"train_size: expected at most {ds.num_train} (the training "
-                             f"examples of {ds.name!r}), got {config.train_size}")
-        ds = ds.with_train_size(config.train_size)
+    offset = config.train_offset
+    size = ds.num_train - offset if config.train_size is None else config.train_size
+    if offset + size > ds.num_train or size < 1:
+        what = "train_size" if offset == 0 else "train_offset + train_size"
+        raise ValueError(f"{what}: expected at most {ds.num_train} (the training examples of "
+                         f"{ds.name!r}), got {offset + size if size >= 1 else offset}")
+    if size < ds.num_train:
+        ds = ds.with_train_size(size, offset=offset)
     return ds
 
 
@@ -191,10 +202,24 @@ def build_model(config: TrainConfig, dim: int, image_shape):
                          sigma_data=config.sigma_data)
 
 
-def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """AdamW with a linear warm-up (Adam when ``weight_decay = 0``)."""
-    schedule = optax.warmup_constant_schedule(0.0, config.lr, max(config.warmup, 1))
-    return optax.adamw(schedule, weight_decay=config.weight_decay)
+VALUE_FIELDS = ("lr", "weight_decay", "ema", "p_mean", "p_std")
+"""The :class:`TrainConfig` fields that enter the training step as traced values: members
+of an ensemble (:mod:`jaxgap.ensemble`) may differ in them and still share one program."""
+
+
+def hyper(config: TrainConfig) -> dict:
+    """The step's value-only hyper-parameters (:data:`VALUE_FIELDS`) as float32 scalars."""
+    return {name: jnp.asarray(getattr(config, name), jnp.float32) for name in VALUE_FIELDS}
+
+
+def make_optimizer(config: TrainConfig, hp: dict | None = None) -> optax.GradientTransformation:
+    """AdamW with a linear warm-up to ``lr`` (``weight_decay = 0``: Adam).
+
+    ``hp`` (:func:`hyper`, possibly traced) overrides the config's ``lr`` and
+    ``weight_decay``; the state's structure does not depend on their values."""
+    hp = hyper(config) if hp is None else hp
+    schedule = optax.warmup_constant_schedule(0.0, hp["lr"], max(config.warmup, 1))
+    return optax.adamw(schedule, weight_decay=hp["weight_decay"])
 
 
 def init_state(config: TrainConfig, dim: int, image_shape):
@@ -222,41 +247,65 @@ def edm_loss(model, x0, key, *, p_mean, p_std, sigma_data):
     return jnp.mean(weight * jnp.mean((out - x0) ** 2, axis=-1))
 
 
-def batch_indices(data_key, step, n: int, batch: int):
+def batch_indices(data_key, step, n, batch: int, capacity: int | None = None):
     """Example indices of ``step``: epoch-wise permutations drawn from ``(data_key, epoch)``.
+
+    The permutation of ``[0, n)`` sorts the examples by a hash of ``(data_key, epoch,
+    index)``, so it does not depend on ``capacity``: ``n`` may be traced (an ensemble member's
+    own training-set size) with the examples padded to ``capacity >= n`` rows, and a member
+    draws the batches of a single run on its ``n`` examples.
+
+    Args:
+      data_key: the run's data-order key.
+      step: the training step (int or traced).
+      n: number of training examples (int or traced), ``>= batch``.
+      batch: examples per step (static).
+      capacity: the padded number of rows (static; default ``n``).
 
     Example:
       >>> key = jax.random.PRNGKey(0)
       >>> first_epoch = [batch_indices(key, t, 6, 2) for t in range(3)]  # 3 steps per epoch
       >>> sorted(np.concatenate(first_epoch).tolist())
       [0, 1, 2, 3, 4, 5]
+      >>> bool(jnp.all(batch_indices(key, 1, 6, 2, capacity=10) == first_epoch[1]))
+      True
     """
+    capacity = int(n) if capacity is None else capacity
     per_epoch = n // batch
     epoch, pos = step // per_epoch, step % per_epoch
-    perm = jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
+    epoch_key = jax.random.fold_in(data_key, epoch)
+    index = jnp.arange(capacity, dtype=jnp.int32)
+    bits = jax.vmap(lambda i: jax.random.bits(jax.random.fold_in(epoch_key, i)))(index)
+    # padding rows last, then the hash (the index breaks ties): a permutation of [0, n) first
+    _, _, perm = jax.lax.sort(((index >= n).astype(jnp.int32), bits, index), num_keys=3)
     return jax.lax.dynamic_slice_in_dim(perm, pos * batch, batch)
 
 
-def step_body(graphdef, tx, config: TrainConfig, batch: int, n: int):
-    """The training step as a pure function ``(state, train_x, base_key) -> (state, loss)``
-    (not compiled): :func:`make_step` jit-compiles it for one run and
-    :mod:`jaxgap.ensemble` maps it over the members of an ensemble. ``base_key`` is
-    ``PRNGKey(seed)``; the data order and the noise come from its named streams."""
+def step_body(graphdef, config: TrainConfig, batch: int):
+    """The training step as a pure function ``(state, train_x, n, base_key, hp) -> (state,
+    loss)`` (not compiled): :func:`make_step` jit-compiles it for one run and
+    :mod:`jaxgap.ensemble` maps it over the members of an ensemble.
 
-    def loss_fn(params, x0, key):
-        return edm_loss(nnx.merge(graphdef, params), x0, key, p_mean=config.p_mean,
-                        p_std=config.p_std, sigma_data=config.sigma_data)
+    ``train_x [capacity, d]`` holds the ``n`` training examples first (``n`` may be traced;
+    rows beyond it are padding, never drawn); ``base_key`` is ``PRNGKey(seed)``, whose named
+    streams give the data order and the noise; ``hp`` the value-only hyper-parameters of
+    :func:`hyper` (traced: lr, weight decay, EMA decay, ``p_mean``, ``p_std``)."""
 
-    def body(state, train_x, base):
+    def loss_fn(params, x0, key, hp):
+        return edm_loss(nnx.merge(graphdef, params), x0, key, p_mean=hp["p_mean"],
+                        p_std=hp["p_std"], sigma_data=config.sigma_data)
+
+    def body(state, train_x, n, base, hp):
         data_key = _streams.stream(base, _streams.DATA_ORDER)
         train_key = _streams.stream(base, _streams.TRAIN_NOISE)
         step = state["step"]
-        x0 = train_x[batch_indices(data_key, step, n, batch)]
+        x0 = train_x[batch_indices(data_key, step, n, batch, train_x.shape[0])]
         loss, grads = jax.value_and_grad(loss_fn)(state["params"], x0,
-                                                  jax.random.fold_in(train_key, step))
+                                                  jax.random.fold_in(train_key, step), hp)
+        tx = make_optimizer(config, hp)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        decay = jnp.minimum(config.ema, (1.0 + step) / (10.0 + step))
+        decay = jnp.minimum(hp["ema"], (1.0 + step) / (10.0 + step))
         ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state["ema"], params)
         new = dict(params=params, ema=ema, opt_state=opt_state, step=step + 1,
                    loss_sum=state["loss_sum"] + loss, loss_count=state["loss_count"] + 1)
@@ -266,18 +315,32 @@ def step_body(graphdef, tx, config: TrainConfig, batch: int, n: int):
 
 
 def make_step(graphdef, tx, config: TrainConfig, train_x, batch: int):
-    """One jit-compiled training step ``state -> (state, loss)``."""
-    step_fn = jax.jit(step_body(graphdef, tx, config, batch, train_x.shape[0]))
+    """One jit-compiled training step ``state -> (state, loss)`` (``tx``, the optimizer of
+    :func:`init_state`, is rebuilt inside the step from the config's values)."""
+    del tx
+    step_fn = jax.jit(step_body(graphdef, config, batch))
     base = jax.random.PRNGKey(config.seed)
-    return lambda state: step_fn(state, train_x, base)
+    n = jnp.asarray(train_x.shape[0], jnp.int32)
+    hp = hyper(config)
+    return lambda state: step_fn(state, train_x, n, base, hp)
 
 
 # ---------------------------------------------------------------------------------------
 # Run folder: config, metrics, checkpoints
 # ---------------------------------------------------------------------------------------
 
-def _read_metrics(path: Path, upto: int | None = None) -> list[dict]:
-    """Rows of ``metrics.jsonl`` (a torn last line from a kill is dropped)."""
+def append_jsonl(path, rows) -> None:
+    """Append JSON rows to a file, flushed and synced (a kill may tear the last line only)."""
+    with open(path, "a") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path, upto: int | None = None) -> list[dict]:
+    """Rows of a JSON-lines file with a ``step`` field, up to step ``upto`` (a torn last line
+    from a kill is dropped)."""
+    path = Path(path)
     rows = []
     if path.exists():
         for line in path.read_text().splitlines():
@@ -290,22 +353,32 @@ def _read_metrics(path: Path, upto: int | None = None) -> list[dict]:
     return rows
 
 
-def _manager(workdir: Path) -> ocp.CheckpointManager:
+def checkpoint_manager(workdir, *, only_this_process: bool = False) -> ocp.CheckpointManager:
+    """The orbax manager of ``workdir/checkpoints`` (synchronous, the last two kept).
+
+    ``only_this_process``: in a multi-process run, the one process that writes (its state
+    gathered to host memory), so no other process and no shared filesystem take part."""
+    mp = {}
+    if only_this_process and jax.process_count() > 1:
+        me = jax.process_index()
+        mp["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+            primary_host=me, active_processes={me})
     options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True,
-                                           enable_async_checkpointing=False)
-    return ocp.CheckpointManager((workdir / CHECKPOINTS).absolute(), options=options)
+                                           enable_async_checkpointing=False, **mp)
+    return ocp.CheckpointManager((Path(workdir) / CHECKPOINTS).absolute(), options=options)
 
 
-def _pure(state: dict) -> dict:
+def pure_state(state: dict) -> dict:
+    """The training state with its nnx parameter states as plain dicts (what orbax saves)."""
     out = dict(state)
     out["params"] = nnx.to_pure_dict(state["params"])
     out["ema"] = nnx.to_pure_dict(state["ema"])
     return out
 
 
-def _restore(manager, template: dict, step: int) -> dict:
+def restore_state(manager, template: dict, step: int) -> dict:
     """Restore checkpoint ``step`` into the structure of ``template``."""
-    pure = _pure(template)
+    pure = pure_state(template)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, pure)
     try:
         restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
@@ -380,14 +453,14 @@ def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
     _io.write_text(workdir / CONFIG, config.to_json())
 
     graphdef, tx, state = init_state(config, ds.dim, ds.image_shape)
-    manager = _manager(workdir)
+    manager = checkpoint_manager(workdir)
     start = 0
     latest = manager.latest_step()
     if latest is not None:  # resume is set: _check_run_folder refused a run folder without it
-        state = _restore(manager, state, latest)
+        state = restore_state(manager, state, latest)
         start = int(state["step"])
     metrics_path = workdir / METRICS
-    rows = _read_metrics(metrics_path, upto=start if latest is not None else -1)
+    rows = read_jsonl(metrics_path, upto=start if latest is not None else -1)
     _io.write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     train_x = jnp.asarray(ds.train)
@@ -406,10 +479,7 @@ def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
                "train_loss": float(state["loss_sum"]) / count if count else None}
         row.update(_evaluate(eval_key, model_of, state, eval_train, val_x, sigmas,
                              config.eval_num_noise))
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(metrics_path, [row])
         return row, dict(state, loss_sum=jnp.zeros_like(state["loss_sum"]),
                          loss_count=jnp.zeros_like(state["loss_count"]))
 
@@ -417,7 +487,7 @@ def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
 
     def checkpoint(state):
         step = int(state["step"])
-        manager.save(step, args=ocp.args.StandardSave(_pure(state)), force=True)
+        manager.save(step, args=ocp.args.StandardSave(pure_state(state)), force=True)
         manager.wait_until_finished()
         saved.add(step)
 
@@ -469,7 +539,7 @@ def last_checkpoint(run_dir) -> int | None:
     path = Path(run_dir) / CHECKPOINTS
     if not path.is_dir():
         return None
-    manager = _manager(Path(run_dir))
+    manager = checkpoint_manager(Path(run_dir))
     try:
         return manager.latest_step()
     finally:
@@ -498,15 +568,15 @@ def load_denoiser(run_dir, *, ema: bool = True, step: int | None = None):
     config = load_config(run_dir)
     ds = load_data(config)
     graphdef, _, template = init_state(config, ds.dim, ds.image_shape)
-    manager = _manager(Path(run_dir))
+    manager = checkpoint_manager(Path(run_dir))
     step = manager.latest_step() if step is None else step
     if step is None:
         raise ValueError(f"run_dir: no checkpoint in {Path(run_dir) / CHECKPOINTS}")
-    state = _restore(manager, template, step)
+    state = restore_state(manager, template, step)
     manager.close()
     return nnx.merge(graphdef, state["ema" if ema else "params"])
 
 
 def read_metrics(run_dir) -> list[dict]:
     """All evaluation rows of a run folder."""
-    return _read_metrics(Path(run_dir) / METRICS)
+    return read_jsonl(Path(run_dir) / METRICS)

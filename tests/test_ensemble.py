@@ -1,4 +1,4 @@
-"""Ensembles (issue 13, first step): members trained in one program follow their single runs."""
+"""Ensembles: members trained in one program follow their single runs; resume is exact."""
 
 import dataclasses
 
@@ -6,48 +6,90 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgap import data
-from jaxgap.ensemble import Ensemble, member
-from jaxgap.train import TrainConfig, init_state, make_step
+from jaxgap import train as train_mod
+from jaxgap.ensemble import Ensemble, fit, member_data, program_key
+from jaxgap.train import TrainConfig
 
-CONFIG = TrainConfig(width=16, depth=1, batch_size=8, lr=3e-3, warmup=2)
-SEEDS = (0, 3, 5)
-STEPS = 6
-
-
-def test_members_follow_their_single_runs():
-    ds = data.load("digits", seed=0).with_train_size(32)
-    ens = Ensemble.create(CONFIG, seeds=SEEDS, dim=ds.dim)
-    assert ens.size == 3
-    step = ens.make_step(ds.train)
-    state, losses = ens.state, []
-    for _ in range(STEPS):
-        state, loss = step(state)
-        losses.append(np.asarray(loss))
-    losses = np.stack(losses)  # [STEPS, E]
-    for i, seed in enumerate(SEEDS):
-        graphdef, tx, alone = init_state(dataclasses.replace(CONFIG, seed=seed), ds.dim, None)
-        one = make_step(graphdef, tx, dataclasses.replace(CONFIG, seed=seed),
-                        jax.numpy.asarray(ds.train), 8)
-        ref = []
-        for _ in range(STEPS):
-            alone, loss = one(alone)
-            ref.append(float(loss))
-        np.testing.assert_allclose(losses[:, i], ref, rtol=2e-5, atol=1e-6)
-        mine = member(state, i)
-        assert int(mine["step"]) == STEPS
-        for name in ("params", "ema"):
-            for a, b in zip(jax.tree.leaves(mine[name]), jax.tree.leaves(alone[name]),
-                            strict=True):
-                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6,
-                                           err_msg=f"member {i} {name}")
-    # the members are different networks (their own seeds), not copies
-    first = [np.asarray(x) for x in jax.tree.leaves(member(state, 0)["params"])]
-    second = [np.asarray(x) for x in jax.tree.leaves(member(state, 1)["params"])]
-    assert any(not np.allclose(a, b) for a, b in zip(first, second, strict=True))
+BASE = TrainConfig(width=16, depth=1, batch_size=8, lr=3e-3, warmup=2, steps=6, eval_every=3,
+                   ckpt_every=3, eval_sigmas=4, eval_train_size=24, eval_val_size=32)
+# seeds, nested and disjoint training subsets, value-only hyper-parameters: one program
+MEMBERS = (
+    dataclasses.replace(BASE, seed=0, train_size=16),
+    dataclasses.replace(BASE, seed=3, train_size=32, lr=1e-3, ema=0.9),
+    dataclasses.replace(BASE, seed=0, train_size=16, train_offset=16, weight_decay=0.1,
+                        p_mean=-0.5, p_std=0.8),
+)
+FIELDS = ("train", "val", "gap", "gap_se", "ema_train", "ema_val", "ema_gap", "ema_gap_se")
 
 
-@pytest.mark.parametrize("seeds, needle", [((), "seeds"), ((0, -1), "seeds"), ("01", "seeds")])
-def test_bad_seeds(seeds, needle):
-    with pytest.raises(ValueError, match=needle):
-        Ensemble.create(CONFIG, seeds=seeds, dim=4)
+def _loss_rows(rows):
+    return {(r["step"], r["member"]): r for r in rows if r["kind"] == "loss"}
+
+
+def test_members_match_their_single_runs(tmp_path):
+    ens = Ensemble.create(MEMBERS, dim=64)
+    data = member_data(MEMBERS)
+    assert data.n.tolist() == [16, 32, 16] and data.eval_n.tolist() == [16, 24, 16]
+    rows = _loss_rows(fit(ens, data, tmp_path / "ens", eval_steps=(0, 3, 6), progress=False))
+    assert sorted(rows) == [(t, i) for t in (0, 3, 6) for i in range(3)]
+    for i, config in enumerate(MEMBERS):
+        train_mod.train_and_evaluate(config, tmp_path / f"alone{i}", progress=False)
+        alone = train_mod.read_metrics(tmp_path / f"alone{i}")
+        assert [r["step"] for r in alone] == [0, 3, 6]
+        for ref in alone:
+            mine = rows[(ref["step"], i)]
+            np.testing.assert_allclose(mine["sigmas"], ref["sigmas"], rtol=1e-12)
+            for name in FIELDS:
+                np.testing.assert_allclose(mine[name], ref[name], rtol=2e-4, atol=2e-6,
+                                           err_msg=f"member {i} step {ref['step']} {name}")
+    # the members are different runs, not copies: their trained curves differ
+    assert not np.allclose(rows[(6, 0)]["ema_train"], rows[(6, 2)]["ema_train"])
+
+
+def test_resume_after_a_failure_writes_the_same_rows(tmp_path):
+    members = MEMBERS[:2]
+    ens = Ensemble.create(members, dim=64)
+    data = member_data(members)
+
+    def sample(step, host):  # a sample row from the host state: what was trained
+        return [{"member": i, "step_seen": int(host["step"][i]),
+                 "w": float(sum(np.sum(np.abs(x[i])) for x in jax.tree.leaves(host["ema"])))}
+                for i in range(2)]
+
+    kw = dict(eval_steps=(0, 3, 6), sample_steps=(2, 5), progress=False)
+    ref = fit(ens, data, tmp_path / "ref", on_sample=sample, **kw)
+
+    def failing(step, host):
+        if step == 5:
+            raise RuntimeError("killed")
+        return sample(step, host)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        fit(ens, data, tmp_path / "run", on_sample=failing, **kw)
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        fit(ens, data, tmp_path / "run", on_sample=sample, **kw)
+    got = fit(ens, data, tmp_path / "run", on_sample=sample, resume=True, **kw)
+    assert [(r["kind"], r["step"], r["member"]) for r in got] == \
+        [(r["kind"], r["step"], r["member"]) for r in ref]
+    for a, b in zip(got, ref, strict=True):
+        for k in a:
+            if k not in ("kind", "step", "member"):
+                np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7)
+
+
+def test_program_key_and_bad_members():
+    a = dataclasses.replace(BASE, seed=1, lr=0.1, train_size=40)
+    assert program_key(a, 40) == program_key(BASE, 40)
+    assert program_key(BASE, 4) != program_key(BASE, 40)  # the batch is a shape
+    with pytest.raises(ValueError, match="differ too: width"):
+        Ensemble.create([BASE, dataclasses.replace(BASE, width=8)], dim=64)
+    with pytest.raises(ValueError, match="seeds"):
+        Ensemble.create(BASE, seeds=(0, -1), dim=64)
+    with pytest.raises(ValueError, match="seeds"):
+        Ensemble.create(BASE, seeds="01", dim=64)
+    small = (dataclasses.replace(BASE, train_size=4), dataclasses.replace(BASE, train_size=16))
+    ens = Ensemble.create(small, dim=64)
+    with pytest.raises(ValueError, match="batches"):
+        ens.make_step(member_data(small))
+    with pytest.raises(ValueError, match="eval_steps"):
+        fit(ens, member_data(small), "unused", eval_steps=(7,))

@@ -313,8 +313,7 @@ def run(args: argparse.Namespace) -> int:
     import jax
 
     from jaxgap.denoisers import EmpiricalDenoiser, GaussianDenoiser
-    from jaxgap.metrics import domain_exits, trajectory_domain
-    from jaxgap.study import measure_quality, sample_and_measure
+    from jaxgap.metrics import domain_exits, measure_quality, sample_and_measure, trajectory_domain
 
     start = time.perf_counter()
     with (common.output_folder(args, resumable=False, what=NAME) as folder,

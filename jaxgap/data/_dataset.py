@@ -228,26 +228,33 @@ class Dataset:
         """Number of validation points ``n_val``."""
         return int(self.val.shape[0])
 
-    def with_train_size(self, n: int) -> Dataset:
-        """Return the same dataset restricted to its first ``n`` training points.
+    def with_train_size(self, n: int, *, offset: int = 0) -> Dataset:
+        """Return the same dataset restricted to its first ``n`` training points (or to
+        ``n`` points from ``offset``: ``[offset, offset + n)``, e.g. a disjoint half).
 
         The training set is already shuffled (for split data) or i.i.d. (synthetic), so the
         first ``n`` points are a random subset; nested sizes give nested training sets.
         Validation data, labels of the kept points, truth and notes are unchanged.
 
         Args:
-          n: number of training points to keep, ``1 <= n <= num_train``.
+          n: number of training points to keep, ``1 <= n <= num_train - offset``.
+          offset: the first training point kept, ``>= 0``.
 
         Returns:
           A :class:`Dataset` with ``train: [n, d]``.
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
             raise ValueError(f"n: expected an integer in [1, {self.num_train}], got {n!r}")
-        if not 1 <= n <= self.num_train:
-            raise ValueError(f"n: expected an integer in [1, {self.num_train}] (the available "
-                             f"training points), got {n}")
-        labels = None if self.train_labels is None else self.train_labels[:n]
-        return dataclasses.replace(self, train=self.train[:n], train_labels=labels)
+        if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or not (
+                0 <= offset < self.num_train):
+            raise ValueError(f"offset: expected an integer in [0, {self.num_train}), got "
+                             f"{offset!r}")
+        if not 1 <= n <= self.num_train - offset:
+            raise ValueError(f"n: expected an integer in [1, {self.num_train - offset}] (the "
+                             f"available training points from offset {offset}), got {n}")
+        keep = slice(offset, offset + n)
+        labels = None if self.train_labels is None else self.train_labels[keep]
+        return dataclasses.replace(self, train=self.train[keep], train_labels=labels)
 
 
 def size(value, name: str) -> int:

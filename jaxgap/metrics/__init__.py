@@ -67,8 +67,18 @@ from jaxgap.metrics._quality import (
     gaussian_frechet_distance,
     sample_quality,
 )
+from jaxgap.metrics._sampler import (
+    BASELINE,
+    QUALITY_K,
+    SamplerRun,
+    measure_quality,
+    quality_classifier,
+    sample_and_measure,
+)
 
 __all__ = [
+    "BASELINE",
+    "QUALITY_K",
     "QUANTILES",
     "SEGMENT_STEPS",
     "THRESHOLD",
@@ -80,6 +90,7 @@ __all__ = [
     "MemorizedFraction",
     "Neighbors",
     "SampleQuality",
+    "SamplerRun",
     "SetDiagnostics",
     "SetDistances",
     "copy_ratio",
@@ -91,12 +102,15 @@ __all__ = [
     "frechet_distance",
     "gaussian_frechet_distance",
     "measure_memorization",
+    "measure_quality",
     "memorized_fraction",
     "nearest_neighbors",
     "noisy_states",
     "normalized_nn_distance",
     "posterior_concentration",
+    "quality_classifier",
+    "sample_and_measure",
     "sample_quality",
-    "trajectory_domain",
     "train_feature_classifier",
+    "trajectory_domain",
 ]

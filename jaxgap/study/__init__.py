@@ -37,7 +37,7 @@ partial result under a final name; on ``--resume`` a killed stage is redone from
 Modules: :mod:`~jaxgap.study.config` (:class:`StudyConfig`, holding the network's
 :class:`~jaxgap.train.TrainConfig`), :mod:`~jaxgap.study.results` (one typed result per
 stage), :mod:`~jaxgap.study.claims` (:class:`Criteria`, :func:`evaluate_claims`),
-:mod:`~jaxgap.study.sampler` (:func:`sample_and_measure`),
+:func:`~jaxgap.metrics.sample_and_measure` (sampling and its measurements),
 :mod:`~jaxgap.study.report_text` (the report) and :mod:`~jaxgap.study.pipeline`
 (:func:`run`).
 
@@ -48,6 +48,7 @@ Example::
     [(c["claim"], c["supported"]) for c in results["claims"]]
 """
 
+from jaxgap.metrics import SamplerRun, measure_quality, sample_and_measure
 from jaxgap.study.claims import CLAIM_CRITERIA, CLAIM_TEXT, Criteria, evaluate_claims
 from jaxgap.study.config import StudyConfig, default_config
 from jaxgap.study.pipeline import RESULTS, SETTINGS, STAGES, run
@@ -60,7 +61,6 @@ from jaxgap.study.results import (
     ToyResult,
     TrainResult,
 )
-from jaxgap.study.sampler import SamplerRun, measure_quality, sample_and_measure
 
 __all__ = [
     "CLAIM_CRITERIA",

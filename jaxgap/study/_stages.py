@@ -17,6 +17,7 @@ from jaxgap import _progress, _streams, metrics
 from jaxgap import train as train_mod
 from jaxgap.denoisers import EmpiricalDenoiser, GaussianDenoiser
 from jaxgap.losses import gap_curve
+from jaxgap.metrics import measure_quality, sample_and_measure
 from jaxgap.report.plots import (
     plot_domain_diagnostics,
     plot_gap_curves,
@@ -25,7 +26,6 @@ from jaxgap.report.plots import (
 )
 from jaxgap.study import results as res
 from jaxgap.study.config import StudyConfig
-from jaxgap.study.sampler import measure_quality, sample_and_measure
 from jaxgap.theory import PositionError, fit_delta
 
 SAMPLERS = ("empirical", "network", "toy_model")

@@ -1,5 +1,5 @@
-"""Sample with a denoiser and measure what it copies: the one function behind ``jaxgap
-sample`` and the study's sampling stage."""
+"""Sample with a denoiser and measure what it copies and how good its samples are: the
+functions behind ``jaxgap sample``, the study's sampling stage and the sweeps' samples."""
 
 from __future__ import annotations
 
@@ -11,15 +11,12 @@ import numpy as np
 from jaxtyping import ArrayLike, Float
 
 from jaxgap import _streams, sampling
-from jaxgap.metrics import (
-    THRESHOLD,
-    Memorization,
-    measure_memorization,
-    sample_quality,
-    train_feature_classifier,
-)
+from jaxgap.metrics._copying import THRESHOLD, Memorization, measure_memorization
+from jaxgap.metrics._features import FeatureClassifier, train_feature_classifier
+from jaxgap.metrics._quality import sample_quality
 
-__all__ = ["BASELINE", "QUALITY_K", "SamplerRun", "measure_quality", "sample_and_measure"]
+__all__ = ["BASELINE", "QUALITY_K", "SamplerRun", "measure_quality", "quality_classifier",
+           "sample_and_measure"]
 
 QUALITY_K = 5
 """Neighbour rank of the quality metrics' balls (Kynkäänniemi et al. and Naeem et al. use
@@ -99,7 +96,8 @@ def sample_and_measure(key: jax.Array, denoiser, train: Float[ArrayLike, "n d"],
     return SamplerRun(traj, samples, mem, seconds)
 
 
-def measure_quality(key: jax.Array, sets: dict, dataset, *, k: int = QUALITY_K) -> dict | None:
+def measure_quality(key: jax.Array, sets: dict, dataset, *, k: int = QUALITY_K,
+                    classifier: FeatureClassifier | None = None) -> dict | None:
     """Sample quality of each set of samples against the held-out validation split, with real
     training points as the baseline.
 
@@ -117,6 +115,8 @@ def measure_quality(key: jax.Array, sets: dict, dataset, *, k: int = QUALITY_K) 
       sets: ``{name: [M, d] samples}``.
       dataset: a :class:`jaxgap.data.Dataset` (``train``, ``val``, optional labels).
       k: neighbour rank of the balls.
+      classifier: the feature classifier, when the caller already trained it with
+        :func:`quality_classifier` (many sets of one dataset); None trains it here.
 
     Returns:
       ``{"reference": "val", "num_reference", "k", "classifier_accuracy" (None without
@@ -128,12 +128,10 @@ def measure_quality(key: jax.Array, sets: dict, dataset, *, k: int = QUALITY_K) 
     num = max(sizes)
     if min(sizes + [dataset.num_val]) <= k or dataset.num_train <= k:
         return None
-    k_sub, k_clf = jax.random.split(_streams.stream(key, _streams.QUALITY))
+    k_sub, _ = jax.random.split(_streams.stream(key, _streams.QUALITY))
     pick = np.sort(np.asarray(jax.random.permutation(k_sub, dataset.num_train))[:num])
     rows = {BASELINE: np.asarray(dataset.train)[pick], **sets}
-    clf = None
-    if dataset.train_labels is not None and dataset.val_labels is not None:
-        clf = train_feature_classifier(k_clf, dataset)
+    clf = quality_classifier(key, dataset) if classifier is None else classifier
     out = {"reference": "val", "num_reference": dataset.num_val, "k": k,
            "classifier_accuracy": None if clf is None else float(clf.accuracy), "sets": {}}
     for name, x in rows.items():
@@ -144,3 +142,12 @@ def measure_quality(key: jax.Array, sets: dict, dataset, *, k: int = QUALITY_K) 
             sample_quality(x, dataset.val, k=k, features=clf.features).to_dict(),
         }
     return out
+
+
+def quality_classifier(key: jax.Array, dataset) -> FeatureClassifier | None:
+    """The feature classifier :func:`measure_quality` draws from the sampling key's
+    ``QUALITY`` stream (None when the dataset has no labels)."""
+    if dataset.train_labels is None or dataset.val_labels is None:
+        return None
+    _, k_clf = jax.random.split(_streams.stream(key, _streams.QUALITY))
+    return train_feature_classifier(k_clf, dataset)
