@@ -77,7 +77,7 @@ __all__ = ["ROWS", "Ensemble", "MemberData", "fit", "member", "member_data", "pr
 
 ROWS = "rows.jsonl"
 
-MEMBER_FIELDS = ("seed", "train_size", "train_offset") + VALUE_FIELDS
+MEMBER_FIELDS = ("seed", "data_seed", "train_size", "train_offset") + VALUE_FIELDS
 """The :class:`~jaxgap.train.TrainConfig` fields in which members of one ensemble may
 differ; every other field is shared (one program)."""
 

@@ -70,6 +70,8 @@ class TrainConfig:
         ones of each split (``None``: all; default :data:`EVAL_SIZE`).
       width, depth: MLP size; channels: UNet channels per level.
       seed: the one seed of the run (data split, init, data order, noise).
+      data_seed: the seed of the data split when it differs from ``seed`` (None: ``seed``),
+        e.g. a partner network with its own initialization on the other half of a split.
 
     Example:
       >>> TrainConfig(steps=100, width=64).validate().steps
@@ -106,6 +108,7 @@ class TrainConfig:
     depth: int = 4
     channels: tuple[int, ...] = (32, 64)
     seed: int = 0
+    data_seed: int | None = None
 
     def __post_init__(self):
         if isinstance(self.data_options, dict):
@@ -134,6 +137,10 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name}: expected a positive integer or None, got {v!r}")
+        if self.data_seed is not None and (isinstance(self.data_seed, bool) or not isinstance(
+                self.data_seed, int) or self.data_seed < 0):
+            raise ValueError(f"data_seed: expected an integer >= 0 or None, got "
+                             f"{self.data_seed!r}")
         if isinstance(self.train_offset, bool) or not isinstance(self.train_offset, int) \
                 or self.train_offset < 0:
             raise ValueError(f"train_offset: expected an integer >= 0, got {self.train_offset!r}")
@@ -178,7 +185,8 @@ class TrainConfig:
 def load_data(config: TrainConfig):
     """The run's dataset, cut to ``train_size`` examples from ``train_offset``; raises
     ValueError if they exceed the training split."""
-    ds = _data.load(config.data, seed=config.seed, **dict(config.data_options))
+    seed = config.seed if config.data_seed is None else config.data_seed
+    ds = _data.load(config.data, seed=seed, **dict(config.data_options))
     offset = config.train_offset
     size = ds.num_train - offset if config.train_size is None else config.train_size
     if offset + size > ds.num_train or size < 1:
@@ -358,14 +366,16 @@ def checkpoint_manager(workdir, *, only_this_process: bool = False) -> ocp.Check
 
     ``only_this_process``: in a multi-process run, the one process that writes (its state
     gathered to host memory), so no other process and no shared filesystem take part."""
+    path = (Path(workdir) / CHECKPOINTS).absolute()
     mp = {}
     if only_this_process and jax.process_count() > 1:
         me = jax.process_index()
         mp["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
             primary_host=me, active_processes={me})
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True,
+        path.mkdir(parents=True, exist_ok=True)  # orbax creates it only with all processes
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=not mp,
                                            enable_async_checkpointing=False, **mp)
-    return ocp.CheckpointManager((Path(workdir) / CHECKPOINTS).absolute(), options=options)
+    return ocp.CheckpointManager(path, options=options)
 
 
 def pure_state(state: dict) -> dict:

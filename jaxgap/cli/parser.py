@@ -16,6 +16,7 @@ from jaxgap import _progress
 from jaxgap.cli import gap as gap_cmd
 from jaxgap.cli import reproduce as reproduce_cmd
 from jaxgap.cli import sample as sample_cmd
+from jaxgap.cli import sweep as sweep_cmd
 from jaxgap.cli import train as train_cmd
 from jaxgap.cli.common import CLIError
 from jaxgap.cli.sample import SAMPLE_METHODS
@@ -34,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
         raise CLIError(f"{message} (see '{self.prog} --help')")
 
 
-COMMANDS = (gap_cmd, train_cmd, sample_cmd, reproduce_cmd)
+COMMANDS = (gap_cmd, train_cmd, sample_cmd, reproduce_cmd, sweep_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

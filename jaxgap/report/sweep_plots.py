@@ -62,14 +62,14 @@ def _num(v) -> float:
     return np.nan if v is None else float(v)
 
 
-def _draw(ax, x, stats, color, label, *, transform=lambda y: y) -> None:
+def _draw(ax, x, stats, color, label, *, transform=lambda y: y, linestyle="-") -> None:
     """Means as a line with markers, t-intervals as error bars and (several x) a band."""
     mean = transform(np.array([_num(s["mean"]) for s in stats]))
     lo = transform(np.array([_num(s["lo"]) for s in stats]))
     hi = transform(np.array([_num(s["hi"]) for s in stats]))
     order = np.argsort(x)
     x, mean, lo, hi = x[order], mean[order], lo[order], hi[order]
-    ax.plot(x, mean, color=color, marker="o", markersize=4, label=label)
+    ax.plot(x, mean, color=color, marker="o", markersize=4, label=label, linestyle=linestyle)
     ok = np.isfinite(lo) & np.isfinite(hi)
     if np.any(ok):
         yerr = np.abs(np.stack([mean - lo, hi - mean]))[:, ok]
@@ -143,11 +143,15 @@ def plot_gap_peaks(loss_rows: Sequence[Mapping[str, Any]], factors: Sequence[str
                  else np.array([s[f] for s in height], np.float64))
             _draw(axes[0, j], x, height, color, label or None)
             _draw(axes[1, j], x, where, color, label or None, transform=lambda y: 10.0 ** y)
+        values = sorted({float(r[f]) for r in final}) if ticks is None else []
         for ax in axes[:, j]:
             if log:
                 ax.set_xscale("log")
             if ticks is not None:
                 ax.set_xticks(range(len(ticks)), ticks)
+            elif len(values) <= 8:  # the grid's values as ticks, no crowded log labels
+                ax.set_xticks(values, [f"{v:g}" for v in values])
+                ax.minorticks_off()
             ax.grid(True, which="major", alpha=0.3)
         axes[1, j].set_yscale("log")
         axes[1, j].set_xlabel(f)
@@ -198,14 +202,17 @@ def plot_memorization(sample_rows: Sequence[Mapping[str, Any]],
     cmap = colormaps["viridis"]
     fig = new_figure((11.0, 4.4))
     ax_step, ax_ratio = fig.subplots(1, 2, sharey=True)
+    seen: dict = {}
     for values, stats in lines:
         n = values[-1]
         color = cmap(sizes.index(n) / max(len(sizes) - 1, 1) * 0.9)
+        seen[n] = seen.get(n, -1) + 1  # points sharing N: one line style each
+        style = ("-", "-.", ":", (0, (5, 1)))[seen[n] % 4]
         label = f"N = {n}" + (f" (point {values[0]})" if shared else "")
         steps = np.array([s["step"] for s in stats], np.float64)
         b = [s for s in base if tuple(s[k] for k in by[:-1]) == values]
         for ax, scale in ((ax_step, 1.0), (ax_ratio, float(n))):
-            _draw(ax, steps / scale, stats, color, label)
+            _draw(ax, steps / scale, stats, color, label, linestyle=style)
             if b:
                 xb = np.array([s["step"] for s in b], np.float64) / scale
                 yb = np.array([_num(s["mean"]) for s in b])

@@ -398,34 +398,29 @@ def memorization_onset(sample_rows: Sequence[Mapping[str, Any]], *, margin: floa
 
 def _onset_shows(fit, level) -> str:
     if fit["slope"] is None:
-        return ("no slope: fewer than 2 values of N reached memorization onset, so this run "
-                "can neither support nor contradict a linear growth of onset with N")
+        return "no slope: fewer than 2 values of N reached onset (no evidence either way)"
+    head = f"log-log slope of onset against N {fit['slope']:.2f}"
     if fit["slope_interval"] is None:
-        return (f"log-log slope of onset against N {fit['slope']:.2f} from "
-                f"{fit['num_points']} points (no interval: too few points)")
+        return f"{head} from {fit['num_points']} points (too few for an interval)"
     lo, hi = fit["slope_interval"]
     verdict = ("consistent with slope 1 (onset linear in N)" if lo <= 1.0 <= hi else
-               "below 1 (onset grows slower than linearly in N)" if hi < 1.0 else
-               "above 1 (onset grows faster than linearly in N)")
-    return (f"log-log slope of onset against N {fit['slope']:.2f}, {level:.0%} interval "
-            f"[{lo:.2f}, {hi:.2f}] from {fit['num_points']} per-seed onsets of "
-            f"{fit['num_values']} values of N: {verdict}")
+               "below 1 (slower than linear in N)" if hi < 1.0 else
+               "above 1 (faster than linear in N)")
+    return (f"{head}, {level:.0%} interval [{lo:.2f}, {hi:.2f}] from {fit['num_points']} "
+            f"per-seed onsets of {fit['num_values']} values of N: {verdict}")
 
 
 def _onset_note(per_n, factor, margin, level, censored_seeds) -> str:
-    rule = (f"onset = first sampled step at which the lower end of the {level:.0%} t-interval "
-            f"over seeds of the memorized fraction exceeds the held-out baseline by {margin:g}")
-    if not per_n:
-        return rule + "; no sample rows"
     cens = [f"{factor} = {r[factor]} (last step {r['last_step']})" for r in per_n
             if r["censored"]]
-    text = rule + ("; censored, not reached by the last step: " + ", ".join(cens) if cens
-                   else "; reached for every value")
-    if censored_seeds:
-        text += (f"; {censored_seeds} per-seed onsets of reached values were censored (or at "
-                 f"step 0) and left out of the slope")
-    return text + "; the slope uses only values that reached onset, so censoring of the " \
-                  "largest N biases it downward"
+    return (f"onset = first sampled step at which the lower end of the {level:.0%} t-interval "
+            f"over seeds of the memorized fraction exceeds the held-out baseline by {margin:g}; "
+            + ("censored, not reached by the last step: " + ", ".join(cens) if cens else
+               "reached for every value" if per_n else "no sample rows")
+            + (f"; {censored_seeds} censored per-seed onsets (or at step 0) of reached values "
+               "left out of the slope" if censored_seeds else "")
+            + "; the slope uses only values that reached onset (censoring of the largest N "
+              "biases it downward)")
 
 
 def disjoint_halves(sample_rows: Sequence[Mapping[str, Any]], *, level: float = 0.95,
@@ -468,16 +463,14 @@ def disjoint_halves(sample_rows: Sequence[Mapping[str, Any]], *, level: float = 
             is not None]
     _need(rows, (factor, "seed", "step"), "sample_rows")
     _one_point_per_value(rows, factor, "sample_rows")
-    values = ("pair_relative", "pair_distance", "memorized")
     table = []
     for (n_value, step), group in _group(rows, (factor, "step")).items():
         entry = {factor: n_value, "step": step}
-        for v in values:
-            stats = over_seeds([r for r in group if v in r], v, by=(), level=level)
-            s = stats[0] if stats else {"n": 0, "mean": None, "se": None, "lo": None,
-                                        "hi": None}
-            entry["n"] = max(entry.get("n", 0), s["n"])
-            entry[v] = {k: s[k] for k in ("mean", "se", "lo", "hi")}
+        for v in ("pair_relative", "pair_distance", "memorized"):
+            s = _mean_ci([x for x in (_number(r.get(v)) for r in group) if x is not None],
+                         level)
+            entry["n"] = max(entry.get("n", 0), s.pop("n"))
+            entry[v] = s
         table.append(entry)
     final = {}
     for entry in table:
