@@ -36,6 +36,7 @@ bench: $(BIN)/.jaxgap-installed
 	$(BIN)/python benchmarks/gap_curve.py
 	$(BIN)/python benchmarks/devices.py
 	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/ensemble.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

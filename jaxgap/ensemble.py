@@ -57,6 +57,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxgap import _io, _progress, _streams
 from jaxgap import noise as _noise
+from jaxgap._mc import default_batch_size
 from jaxgap.losses import per_example_loss
 from jaxgap.train import (
     VALUE_FIELDS,
@@ -277,14 +278,20 @@ class Ensemble(NamedTuple):
         sigmas = _noise.log_sigmas(c.eval_sigmas, c.sigma_min, c.sigma_max)
         width = int(data.eval_n.max())
         graphdef, num_noise = self.graphdef, c.eval_num_noise
+        # the members' batches together hold what one run's batch holds (memory); the losses
+        # do not depend on the batch size (the noise is a function of the example index)
+        batch = max(1, default_batch_size(c.eval_sigmas, num_noise, data.train.shape[-1])
+                    // self.size)
 
         def one(params, ema, tr, va, key):
             k_train, k_val = jax.random.split(key)
             out = []
             for p in (params, ema):
                 den = nnx.merge(graphdef, p)
-                out.append(per_example_loss(k_train, den, tr, sigmas, num_noise=num_noise))
-                out.append(per_example_loss(k_val, den, va, sigmas, num_noise=num_noise))
+                out.append(per_example_loss(k_train, den, tr, sigmas, num_noise=num_noise,
+                                            batch_size=batch))
+                out.append(per_example_loss(k_val, den, va, sigmas, num_noise=num_noise,
+                                            batch_size=batch))
             return tuple(out)
 
         eval_fn = jax.jit(jax.vmap(one))

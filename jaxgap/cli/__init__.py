@@ -17,6 +17,9 @@ Subcommands, one module each (thin: they parse, call library functions and write
   bootstrap standard error, distances to train and val), ``samples.png`` (image data),
   ``domain.json`` and ``domain.png`` (sampling trajectories against noisy train and val
   states at the sampler's noise levels) into ``--out`` and prints a short summary.
+- ``jaxgap sweep`` (:mod:`~jaxgap.cli.sweep`): a factor sweep from a TOML specification
+  (:mod:`jaxgap.sweep`): members sharing a program trained as one ensemble, over every
+  device and host; ``losses.csv``, ``samples.csv``, ``sweep.json`` and figures.
 
 The arguments are declared in :mod:`~jaxgap.cli.parser`. Errors share one path: bad
 arguments, unusable data and unwritable output folders are reported as ONE line

@@ -97,7 +97,8 @@ def sample_and_measure(key: jax.Array, denoiser, train: Float[ArrayLike, "n d"],
 
 
 def measure_quality(key: jax.Array, sets: dict, dataset, *, k: int = QUALITY_K,
-                    classifier: FeatureClassifier | None = None) -> dict | None:
+                    classifier: FeatureClassifier | None = None,
+                    features: bool = True) -> dict | None:
     """Sample quality of each set of samples against the held-out validation split, with real
     training points as the baseline.
 
@@ -117,6 +118,7 @@ def measure_quality(key: jax.Array, sets: dict, dataset, *, k: int = QUALITY_K,
       k: neighbour rank of the balls.
       classifier: the feature classifier, when the caller already trained it with
         :func:`quality_classifier` (many sets of one dataset); None trains it here.
+      features: also measure in the classifier's features (False: pixels only).
 
     Returns:
       ``{"reference": "val", "num_reference", "k", "classifier_accuracy" (None without
@@ -131,7 +133,9 @@ def measure_quality(key: jax.Array, sets: dict, dataset, *, k: int = QUALITY_K,
     k_sub, _ = jax.random.split(_streams.stream(key, _streams.QUALITY))
     pick = np.sort(np.asarray(jax.random.permutation(k_sub, dataset.num_train))[:num])
     rows = {BASELINE: np.asarray(dataset.train)[pick], **sets}
-    clf = quality_classifier(key, dataset) if classifier is None else classifier
+    clf = classifier
+    if clf is None and features:
+        clf = quality_classifier(key, dataset)
     out = {"reference": "val", "num_reference": dataset.num_val, "k": k,
            "classifier_accuracy": None if clf is None else float(clf.accuracy), "sets": {}}
     for name, x in rows.items():

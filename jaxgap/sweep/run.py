@@ -102,7 +102,8 @@ class _Cache:
     def classifier(self, m: Member, key):
         k = (m.config.data, m.config.data_options, m.seed)
         if k not in self.clf:
-            self.clf[k] = quality_classifier(key, self.dataset(m))
+            self.clf[k] = (quality_classifier(key, self.dataset(m)) if self.spec.features
+                           else None)
         return self.clf[k]
 
     def baseline(self, m: Member, ds, key) -> dict:
@@ -148,7 +149,7 @@ def _measure(spec, cache, members, denoisers, datasets) -> list[dict]:
         drawn[(m.point, m.seed, m.half)] = samples
         s = run.memorization.summary()
         q = measure_quality(key, {"samples": samples}, cache.dataset(m),
-                            classifier=cache.classifier(m, key))
+                            classifier=cache.classifier(m, key), features=spec.features)
         row = {"member": i, "num_samples": spec.num_samples,
                "memorized": s["memorized_fraction"], "memorized_se": s["memorized_fraction_se"],
                "dist_train": s["mean_distance_to_train"], "dist_val": s["mean_distance_to_val"],

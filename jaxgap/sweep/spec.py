@@ -47,7 +47,7 @@ MODELS = NETS + CLOSED_FORMS
 SWEEP_KEYS = {
     "data": str, "model": str, "seeds": (int, list), "eval_steps": list,
     "sample_steps": list, "num_samples": int, "sampler_steps": int, "num_bootstrap": int,
-    "halves": bool, "delta": (int, float), "onset_margin": (int, float),
+    "halves": bool, "delta": (int, float), "onset_margin": (int, float), "features": bool,
 }
 """``[sweep]`` keys besides the :class:`~jaxgap.train.TrainConfig` fields."""
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"seed", "model", "data_seed"}
@@ -91,6 +91,7 @@ class SweepSpec:
       eval_steps, sample_steps: sorted steps.
       num_samples, sampler_steps, num_bootstrap: the samples drawn at each sample step.
       halves: add the disjoint-halves partner members.
+      features: measure sample quality in a feature classifier's space too (labelled data).
       delta: fixed position error (``position_error`` without a ``delta`` factor).
       onset_margin: the margin of the memorization-onset analysis.
       no_partner: ``(point, seed)`` pairs whose disjoint second half does not fit in the
@@ -109,6 +110,7 @@ class SweepSpec:
     sampler_steps: int
     num_bootstrap: int
     halves: bool
+    features: bool
     delta: float | None
     onset_margin: float
     no_partner: frozenset = frozenset()
@@ -252,9 +254,11 @@ def parse_spec(doc: dict, *, num_train: Any = None) -> SweepSpec:
         eval_steps=eval_steps, sample_steps=sample_steps,
         num_samples=sweep.get("num_samples", 256), sampler_steps=sweep.get("sampler_steps", 18),
         num_bootstrap=sweep.get("num_bootstrap", 1000), halves=sweep.get("halves", False),
+        features=sweep.get("features", True),
         delta=None if delta is None else float(delta),
         onset_margin=float(sweep.get("onset_margin", 0.05)))
-    if spec.halves and any(m.config.train_size is None for m in spec.members()):
+    if spec.halves and any(m.config.train_size is None
+                           for m in dataclasses.replace(spec, halves=False).members()):
         _fail("sweep.halves: needs train_size (fixed or a factor): the halves are examples "
               "[0, N) and [N, 2N)")
     if num_train is None:
