@@ -3,8 +3,33 @@
 Set once per process, before any test or example runs: JAX raises on implicit rank promotion
 (``x [n, d] + mean [d]`` must be written ``mean[None, :]``), as in diffrax's and ott's test
 suites. ``make test`` runs the doctests with ``pytest --doctest-modules jaxgap``.
+
+The suite's run time is XLA compilation, and its processes (the xdist workers, the command
+line runs of the CLI tests, the 8-device child) compile many identical programs. They share
+one persistent compilation cache, a temporary folder made by the first process (its path
+passed on in ``JAX_COMPILATION_CACHE_DIR``) and removed when that process ends; a program is
+compiled once per test run. A cache is only a cache: results do not depend on it.
 """
 
-import jax
+import os
+import shutil
+import tempfile
+
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _CACHE = tempfile.mkdtemp(prefix="jaxgap-tests-xla-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+else:
+    _CACHE = None
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+
+import jax  # noqa: E402  (after the cache settings it reads)
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+def pytest_unconfigure(config):
+    if _CACHE is not None and not hasattr(config, "workerinput"):  # the first process
+        shutil.rmtree(_CACHE, ignore_errors=True)
