@@ -64,6 +64,10 @@ def _cli(args, env=None, **kw):
                           capture_output=True, text=True, timeout=600, env=env, **kw)
 
 
+def sigmas_of(rows):
+    return sorted({r["sigma"] for r in rows})
+
+
 def _same_tables(a: Path, b: Path, *, rtol: float):
     for name, cols in (("losses.csv", CURVES), ("samples.csv", ("memorized", "dist_train",
                                                                  "dist_val", "precision",
@@ -197,6 +201,17 @@ def test_closed_form_sweep_gives_the_direct_curves(tmp_path):
     assert len(samples) == 4
     for r in samples:
         assert r["memorized"] >= 0.9 and r["base_memorized"] <= 0.1, r
+    # the position-error model at delta = 0 is the optimal denoiser itself
+    pe = {"sweep": {"data": "digits", "model": "position_error", "seeds": [0],
+                    "eval_sigmas": 6, "eval_num_noise": 2},
+          "grid": {"train_size": [64], "delta": [0.0, 0.3]}}
+    run_sweep(parse_spec(pe), tmp_path / "pe", progress=False)
+    pe_rows = read_csv(tmp_path / "pe" / "losses.csv")
+    at0 = [r["gap"] for r in pe_rows if r["delta"] == 0.0]
+    ref = [r["gap"] for r in rows if r["seed"] == 0 and r["train_size"] == 64]
+    np.testing.assert_allclose(at0, ref, rtol=1e-6, atol=1e-9)
+    low = {r["delta"]: r["train"] for r in pe_rows if r["sigma"] == min(sigmas_of(pe_rows))}
+    assert low[0.3] > 100 * max(low[0.0], 1e-9)  # model error: no exact recall at low noise
     # a resumed finished sweep recomputes no group
     done = sorted((out / "groups").glob("*/done.json"))
     stamps = [p.stat().st_mtime_ns for p in done]
