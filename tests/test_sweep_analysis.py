@@ -357,3 +357,13 @@ def test_plot_sweep_on_a_one_value_grid_and_without_samples(tmp_path):
     assert [p.name for p in sweep_plots.plot_sweep(other)] == ["gap_peaks.png"]
     with pytest.raises(ValueError, match="folder"):
         sweep_plots.plot_sweep(tmp_path / "missing")
+
+
+def test_onset_at_the_first_sampled_step_is_flagged_as_an_upper_bound():
+    rows = [dict(train_size=n, seed=s, step=t, memorized=0.9 if (n == 10 or t >= 500) else 0.0,
+                 memorized_se=0.01, base_memorized=0.0)
+            for n in (10, 100) for s in (0, 1, 2) for t in (100, 500)]
+    res = analysis.memorization_onset(rows)
+    flags = {r["train_size"]: (r["onset"], r["at_first_step"]) for r in res["per_n"]}
+    assert flags == {10: (100, True), 100: (500, False)}
+    assert "first sampled step (an upper bound" in res["note"] and "train_size = 10" in res["note"]

@@ -122,13 +122,13 @@ def plot_gap_peaks(loss_rows: Sequence[Mapping[str, Any]], factors: Sequence[str
                if final and all(f in r for r in final)]
     source = "/".join(sorted({r["source"] for r in final})) or "none"
     if title is None:
-        title = (f"gap peak at each point's final step ({source} weights): mean over seeds, "
+        title = (f"gap peak at the final step ({source} weights):\nmean over seeds, "
                  f"{level:.0%} t-interval")
     if not final or not factors:
         _note_figure(path, "no gap curves with a finite gap (or no factor columns) to plot",
                      title, dpi)
         return
-    fig = new_figure((4.0 * len(factors) + 0.6, 6.4))
+    fig = new_figure((max(4.0 * len(factors) + 0.6, 5.6), 6.8))
     axes = fig.subplots(2, len(factors), squeeze=False)
     for j, f in enumerate(factors):
         others = [g for g in factors if g != f]

@@ -340,7 +340,9 @@ def memorization_onset(sample_rows: Sequence[Mapping[str, Any]], *, margin: floa
                 else:
                     xs.append(math.log(n_value))
                     ys.append(math.log(s_onset))
+        first = min(s for (s,) in by_step)
         per_n.append({factor: n_value, "onset": onset, "censored": onset is None,
+                      "at_first_step": onset is not None and onset == first,
                       "last_step": last,
                       "seed_onsets": [{"seed": s, "onset": o} for s, o in
                                       sorted(seed_onsets.items(), key=lambda kv: _sort_key(kv[0]))],
@@ -370,10 +372,13 @@ def _onset_shows(fit, level) -> str:
 def _onset_note(per_n, factor, margin, level, censored_seeds) -> str:
     cens = [f"{factor} = {r[factor]} (last step {r['last_step']})" for r in per_n
             if r["censored"]]
+    early = [f"{factor} = {r[factor]}" for r in per_n if r.get("at_first_step")]
     return (f"onset = first sampled step at which the lower end of the {level:.0%} t-interval "
             f"over seeds of the memorized fraction exceeds the held-out baseline by {margin:g}; "
             + ("censored, not reached by the last step: " + ", ".join(cens) if cens else
                "reached for every value" if per_n else "no sample rows")
+            + ("; onset already at the first sampled step (an upper bound: memorization began "
+               "earlier) for " + ", ".join(early) if early else "")
             + (f"; {censored_seeds} censored per-seed onsets (or at step 0) of reached values "
                "left out of the slope" if censored_seeds else "")
             + "; the slope uses only values that reached onset (censoring of the largest N "
