@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D
 
 from jaxgap._io import write_bytes
 from jaxgap.report._figure import new_figure, save
-from jaxgap.sweep.analysis import gap_peaks, memorization_onset, over_seeds
+from jaxgap.sweep.analysis import gap_peaks, memorization_onset, over_seeds, sort_key
 from jaxgap.sweep.tables import read_csv
 
 __all__ = ["plot_gap_peaks", "plot_memorization", "plot_phase_map", "plot_sweep"]
@@ -30,20 +30,12 @@ __all__ = ["plot_gap_peaks", "plot_memorization", "plot_phase_map", "plot_sweep"
 _NOTE = dict(ha="center", va="center", fontsize=10, wrap=True)
 
 
-def _key(value) -> tuple:
-    if value is None:
-        return (2, "")
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return (0, float(value))
-    return (1, str(value))
-
-
 def _split(rows: Sequence[Mapping], keys: Sequence[str]) -> list[tuple[tuple, list]]:
     """Rows split by the values of ``keys``, in sorted order of those values."""
     groups: dict[tuple, list] = {}
     for r in rows:
         groups.setdefault(tuple(r.get(k) for k in keys), []).append(r)
-    return sorted(groups.items(), key=lambda kv: tuple(_key(v) for v in kv[0]))
+    return sorted(groups.items(), key=lambda kv: tuple(sort_key(v) for v in kv[0]))
 
 
 def _positions(values: Sequence) -> tuple[np.ndarray, list | None, bool]:
@@ -197,7 +189,7 @@ def plot_memorization(sample_rows: Sequence[Mapping[str, Any]],
     base = over_seeds([r for r in rows if "base_memorized" in r], "base_memorized", by=by,
                       level=level)
     lines = _split(mem, by[:-1])
-    sizes = sorted({k[-1] for k, _ in lines}, key=_key)
+    sizes = sorted({k[-1] for k, _ in lines}, key=sort_key)
     shared = len(sizes) < len(lines)
     cmap = colormaps["viridis"]
     fig = new_figure((11.0, 4.4))

@@ -23,7 +23,7 @@ from scipy import stats
 from jaxgap.losses import curve_peak
 
 __all__ = ["BONNAIRE_2025", "KADKHODAIE_2024", "disjoint_halves", "gap_peaks",
-           "memorization_onset", "over_seeds", "summarize", "t_quantile"]
+           "memorization_onset", "over_seeds", "sort_key", "summarize", "t_quantile"]
 
 BONNAIRE_2025 = ("Bonnaire, Urfin, Biroli, Mezard (NeurIPS 2025): memorization time grows "
                  "linearly in N (slope 1) while the generalization time is independent of N")
@@ -97,7 +97,8 @@ def _fit(x: Sequence[float], y: Sequence[float], level: float) -> dict[str, Any]
 
 # ----------------------------------------------------------------------------- grouping
 
-def _sort_key(value) -> tuple:
+def sort_key(value) -> tuple:
+    """Order of factor values in tables and plots: numbers, then strings, then None."""
     if value is None:
         return (2, "")
     if isinstance(value, (int, float, np.integer, np.floating)):
@@ -110,7 +111,7 @@ def _group(rows: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> dict[tuple
     groups: dict[tuple, list] = {}
     for row in rows:
         groups.setdefault(tuple(row.get(k) for k in keys), []).append(row)
-    return dict(sorted(groups.items(), key=lambda kv: tuple(_sort_key(v) for v in kv[0])))
+    return dict(sorted(groups.items(), key=lambda kv: tuple(sort_key(v) for v in kv[0])))
 
 
 def _number(value) -> float | None:
@@ -250,7 +251,7 @@ def _one_point_per_value(rows, factor: str, name: str) -> None:
         if len(points) > 1:
             raise ValueError(f"{name}: expected one grid point per {factor} = {value[0]!r} "
                              f"(pass one slice of the other factors), got points "
-                             f"{sorted(points, key=_sort_key)}")
+                             f"{sorted(points, key=sort_key)}")
 
 
 def memorization_onset(sample_rows: Sequence[Mapping[str, Any]], *, margin: float = 0.05,
@@ -345,7 +346,7 @@ def memorization_onset(sample_rows: Sequence[Mapping[str, Any]], *, margin: floa
                       "at_first_step": onset is not None and onset == first,
                       "last_step": last,
                       "seed_onsets": [{"seed": s, "onset": o} for s, o in
-                                      sorted(seed_onsets.items(), key=lambda kv: _sort_key(kv[0]))],
+                                      sorted(seed_onsets.items(), key=lambda kv: sort_key(kv[0]))],
                       "steps": steps})
     fit = _fit(xs, ys, level)
     result = {"factor": factor, "margin": float(margin), "level": level, "per_n": per_n, **fit}
