@@ -24,8 +24,13 @@ import numpy as np
 
 from jaxgap._checks import shape_str
 
-__all__ = ["ConditionalDenoiser", "Denoiser", "bind", "call", "check_cond", "check_denoiser",
-           "takes_cond"]
+__all__ = ["NULL", "ConditionalDenoiser", "Denoiser", "bind", "call", "check_cond",
+           "check_denoiser", "takes_cond"]
+
+NULL = -1
+"""The null condition id: ``cond == NULL`` means "no condition". A conditional closed form
+treats it as the unconditional denoiser of all its training points; a conditional network
+maps it to a learned null token. Re-exported as :data:`jaxgap.denoisers.NULL`."""
 
 
 @runtime_checkable
@@ -117,7 +122,8 @@ def check_denoiser(denoiser: Any, cond=None, batch_shape: tuple[int, ...] | None
 
     Raises:
       ValueError: not callable; ``cond`` given to an unconditional denoiser; no ``cond`` for
-        a denoiser that requires one; ``cond`` of the wrong dtype or shape.
+        a denoiser that requires one; ``cond`` of the wrong dtype or shape; ids the
+        denoiser's own ``check_cond(cond, batch_shape)`` method (when it has one) refuses.
     """
     if not callable(denoiser):
         raise ValueError(f"{name}: expected a callable D(x, sigma) or D(x, sigma, cond), "
@@ -134,6 +140,9 @@ def check_denoiser(denoiser: Any, cond=None, batch_shape: tuple[int, ...] | None
                          f"{type(cond).__name__}; pass a conditional denoiser "
                          f"D(x, sigma, cond)")
     shape = tuple(np.shape(cond)) if batch_shape is None else tuple(batch_shape)
+    own = getattr(denoiser, "check_cond", None)  # e.g. ids no training point carries
+    if callable(own):
+        return jnp.asarray(own(cond, shape), jnp.int32)
     return check_cond(cond, shape)
 
 

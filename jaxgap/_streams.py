@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import jax
 
-__all__ = ["DATA_ORDER", "EVAL_NOISE", "MEMORIZATION", "NOISY_TRAIN", "NOISY_VAL", "QUALITY",
-           "SAMPLING", "TRAIN_NOISE", "stream"]
+__all__ = ["CONDITIONS", "DATA_ORDER", "EVAL_NOISE", "MEMORIZATION", "NOISY_TRAIN",
+           "NOISY_VAL", "QUALITY", "SAMPLING", "TRAIN_NOISE", "stream"]
 
 # Training (jaxgap.train): from PRNGKey(seed)
 DATA_ORDER = 1    # minibatch order
@@ -26,6 +26,7 @@ MEMORIZATION = 1  # bootstrap of the memorized fraction
 NOISY_TRAIN = 2   # forward-noised training states of the domain diagnostics
 NOISY_VAL = 3     # forward-noised validation states of the domain diagnostics
 QUALITY = 4       # sample quality: the baseline's training subset and the feature classifier
+CONDITIONS = 5    # the conditions of a conditional model's samples (those of training points)
 
 
 def stream(key: jax.Array, name: int) -> jax.Array:

@@ -58,15 +58,18 @@ from jax.sharding import PartitionSpec as P
 from jaxgap import _io, _progress, _streams
 from jaxgap import noise as _noise
 from jaxgap._mc import default_batch_size
+from jaxgap.denoisers import guided
 from jaxgap.losses import per_example_loss
 from jaxgap.train import (
     VALUE_FIELDS,
     TrainConfig,
     append_jsonl,
     checkpoint_manager,
+    evaluated,
     hyper,
     init_state,
     load_data,
+    num_classes,
     pure_state,
     read_jsonl,
     restore_state,
@@ -143,6 +146,10 @@ class MemberData(NamedTuple):
       eval_n: ``[E]`` training examples evaluated (the first ``min(eval_train_size, n)``).
       val: ``[E, v, d]`` each member's validation examples evaluated.
       datasets: the members' :class:`~jaxgap.data.Dataset` (cut to their training subset).
+      train_cond: ``[E, capacity]`` int32 condition ids of the training examples (zeros
+        after), or None for unconditional members.
+      val_cond: ``[E, v]`` int32 condition ids of the validation examples, or None.
+      classes: the number of conditions of the members' networks (0: unconditional).
     """
 
     train: np.ndarray
@@ -150,6 +157,9 @@ class MemberData(NamedTuple):
     eval_n: np.ndarray
     val: np.ndarray
     datasets: tuple
+    train_cond: np.ndarray | None = None
+    val_cond: np.ndarray | None = None
+    classes: int = 0
 
 
 def member_data(configs: Sequence[TrainConfig]) -> MemberData:
@@ -169,7 +179,19 @@ def member_data(configs: Sequence[TrainConfig]) -> MemberData:
         train[i, : ds.num_train] = ds.train
     eval_n = np.array([min(c.eval_train_size or k, k) for c, k in zip(configs, n, strict=True)],
                       np.int32)
-    return MemberData(train, n, eval_n, np.stack(vals).astype(np.float32), tuple(sets))
+    classes = {num_classes(c, ds) for c, ds in zip(configs, sets, strict=True)}
+    if len(classes) > 1:
+        raise ValueError(f"configs: the members' condition counts differ ({sorted(classes)}); "
+                         "they cannot share one program")
+    train_cond = val_cond = None
+    if configs[0].conditional:
+        train_cond = np.zeros((len(sets), capacity), np.int32)
+        for i, ds in enumerate(sets):
+            train_cond[i, : ds.num_train] = ds.train_cond
+        val_cond = np.stack([ds.val_cond[: v.shape[0]] for ds, v in zip(sets, vals,
+                                                                          strict=True)])
+    return MemberData(train, n, eval_n, np.stack(vals).astype(np.float32), tuple(sets),
+                      train_cond, val_cond, classes.pop())
 
 
 def _masked_mean_se(losses: np.ndarray, count: int):
@@ -196,7 +218,7 @@ class Ensemble(NamedTuple):
 
     @classmethod
     def create(cls, configs, *, dim: int, image_shape: tuple[int, ...] | None = None,
-               seeds: Sequence[int] | None = None) -> Ensemble:
+               seeds: Sequence[int] | None = None, classes: int = 0) -> Ensemble:
         """Initialize every member exactly as a single run with its config.
 
         Args:
@@ -204,6 +226,7 @@ class Ensemble(NamedTuple):
           dim: data dimension ``d``.
           image_shape: the data's image shape (needed by the U-Net).
           seeds: with a single config: one member per seed.
+          classes: the condition count of conditional members (``MemberData.classes``).
         """
         if isinstance(configs, TrainConfig):
             if seeds is None:
@@ -225,7 +248,7 @@ class Ensemble(NamedTuple):
                           != getattr(b, f.name))
             raise ValueError(f"configs: members may differ only in {', '.join(MEMBER_FIELDS)};"
                              f" these differ too: {', '.join(diff)}")
-        inits = [init_state(c, dim, image_shape) for c in configs]
+        inits = [init_state(c, dim, image_shape, classes) for c in configs]
         return cls(configs, inits[0][0], stack([st for _, _, st in inits]))
 
     @property
@@ -263,7 +286,7 @@ class Ensemble(NamedTuple):
         body = step_body(self.graphdef, self.configs[0], self.batch(data))
         step_fn = jax.jit(jax.vmap(body))
         vals = self.member_values()
-        args = shard((data.train, data.n, vals["key"], vals["hp"]), mesh)
+        args = shard((data.train, data.train_cond, data.n, vals["key"], vals["hp"]), mesh)
         return lambda state: step_fn(state, *args)
 
     def make_eval(self, data: MemberData, *, mesh=None):
@@ -278,26 +301,35 @@ class Ensemble(NamedTuple):
         sigmas = _noise.log_sigmas(c.eval_sigmas, c.sigma_min, c.sigma_max)
         width = int(data.eval_n.max())
         graphdef, num_noise = self.graphdef, c.eval_num_noise
-        # the members' batches together hold what one run's batch holds (memory); the losses
-        # do not depend on the batch size (the noise is a function of the example index)
-        batch = max(1, default_batch_size(c.eval_sigmas, num_noise, data.train.shape[-1])
-                    // self.size)
+        # On one CPU device the members are evaluated one after another inside the program
+        # (lax.map: plain matmuls, a single run's batch); elsewhere side by side (vmap: the
+        # members' batches together hold what one run's batch holds). The losses do not
+        # depend on the batch size (the noise is a function of the example index).
+        sequential = mesh is None and jax.devices()[0].platform == "cpu"
+        batch = default_batch_size(c.eval_sigmas, num_noise, data.train.shape[-1])
+        batch = batch if sequential else max(1, batch // self.size)
 
-        def one(params, ema, tr, va, key):
+        def one(params, ema, tr, va, key, trc, vac, w):
             k_train, k_val = jax.random.split(key)
             out = []
             for p in (params, ema):
                 den = nnx.merge(graphdef, p)
-                out.append(per_example_loss(k_train, den, tr, sigmas, num_noise=num_noise,
-                                            batch_size=batch))
-                out.append(per_example_loss(k_val, den, va, sigmas, num_noise=num_noise,
-                                            batch_size=batch))
+                den = den if trc is None else guided(den, w)
+                out.append(per_example_loss(k_train, den, tr, sigmas, cond=trc,
+                                            num_noise=num_noise, batch_size=batch))
+                out.append(per_example_loss(k_val, den, va, sigmas, cond=vac,
+                                            num_noise=num_noise, batch_size=batch))
             return tuple(out)
 
-        eval_fn = jax.jit(jax.vmap(one))
+        if sequential:
+            eval_fn = jax.jit(lambda *a: jax.lax.map(lambda m: one(*m), a))
+        else:
+            eval_fn = jax.jit(jax.vmap(one))
         keys = np.stack([np.asarray(_streams.stream(jax.random.PRNGKey(s),
                                                     _streams.EVAL_NOISE)) for s in self.seeds])
-        args = shard((data.train[:, :width], data.val, keys), mesh)
+        trc = None if data.train_cond is None else data.train_cond[:, :width]
+        w = np.asarray([c.guidance for c in self.configs], np.float32)
+        args = shard((data.train[:, :width], data.val, keys, trc, data.val_cond, w), mesh)
         sig = np.asarray(sigmas, np.float64).tolist()
 
         def evaluate(state):
@@ -318,9 +350,11 @@ class Ensemble(NamedTuple):
         return evaluate
 
     def denoiser(self, state_host: dict, i: int, *, ema: bool = True):
-        """Member ``i``'s network (EMA or raw weights) from a host copy of the state."""
+        """Member ``i``'s network (EMA or raw weights) from a host copy of the state, guided
+        with its config's weight when conditional (:func:`jaxgap.train.evaluated`)."""
         params = member(state_host["ema" if ema else "params"], i)
-        return nnx.merge(self.graphdef, jax.tree.map(jnp.asarray, params))
+        net = nnx.merge(self.graphdef, jax.tree.map(jnp.asarray, params))
+        return evaluated(self.configs[i], net)
 
 
 def _broadcast(tree):

@@ -32,6 +32,7 @@ from flax import nnx
 from jaxgap import _io, _progress, _streams
 from jaxgap import data as _data
 from jaxgap import noise as _noise
+from jaxgap.denoisers import NULL, guided
 from jaxgap.losses import curve_peak, gap_curve
 from jaxgap.nets import make_denoiser
 
@@ -72,6 +73,14 @@ class TrainConfig:
       seed: the one seed of the run (data split, init, data order, noise).
       data_seed: the seed of the data split when it differs from ``seed`` (None: ``seed``),
         e.g. a partner network with its own initialization on the other half of a split.
+      condition: a :data:`jaxgap.data.GRANULARITIES` name: ``"none"`` trains an
+        unconditional network; any other trains a conditional one ``D(x, sigma, cond)`` on
+        the condition ids of :func:`jaxgap.data.conditions` at that granularity (computed on
+        the whole training split, so nested training sets share one definition).
+      p_uncond: probability that a training example's condition is replaced by the null
+        condition (classifier-free guidance training: one network serves every ``w``).
+      guidance: the guidance weight ``w`` of a conditional network's evaluations
+        (:func:`jaxgap.denoisers.guided`: 0 unconditional, 1 conditional, > 1 guided).
 
     Example:
       >>> TrainConfig(steps=100, width=64).validate().steps
@@ -109,6 +118,9 @@ class TrainConfig:
     channels: tuple[int, ...] = (32, 64)
     seed: int = 0
     data_seed: int | None = None
+    condition: str = "none"
+    p_uncond: float = 0.1
+    guidance: float = 1.0
 
     def __post_init__(self):
         if isinstance(self.data_options, dict):
@@ -159,7 +171,20 @@ class TrainConfig:
                              f"got {self.sigma_min}")
         if not all(isinstance(c, int) and c > 0 for c in self.channels):
             raise ValueError(f"channels: expected positive integers, got {self.channels!r}")
+        if self.condition not in _data.GRANULARITIES:
+            raise ValueError(f"condition: expected one of {', '.join(_data.GRANULARITIES)}, "
+                             f"got {self.condition!r}")
+        if not (isinstance(self.p_uncond, (int, float)) and 0 <= self.p_uncond < 1):
+            raise ValueError(f"p_uncond: expected a probability in [0, 1), got "
+                             f"{self.p_uncond!r}")
+        if not (isinstance(self.guidance, (int, float)) and math.isfinite(self.guidance)):
+            raise ValueError(f"guidance: expected a finite number, got {self.guidance!r}")
         return self
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the run trains a conditional network (``condition != "none"``)."""
+        return self.condition != "none"
 
     def to_json(self) -> str:
         doc = dataclasses.asdict(self)
@@ -183,10 +208,13 @@ class TrainConfig:
 # ---------------------------------------------------------------------------------------
 
 def load_data(config: TrainConfig):
-    """The run's dataset, cut to ``train_size`` examples from ``train_offset``; raises
-    ValueError if they exceed the training split."""
+    """The run's dataset, cut to ``train_size`` examples from ``train_offset``, with its
+    condition ids when the run is conditional; raises ValueError if the examples exceed the
+    training split or a validation condition has no training example."""
     seed = config.seed if config.data_seed is None else config.data_seed
     ds = _data.load(config.data, seed=seed, **dict(config.data_options))
+    if config.conditional:
+        ds = ds.with_conditions(config.condition)
     offset = config.train_offset
     size = ds.num_train - offset if config.train_size is None else config.train_size
     if offset + size > ds.num_train or size < 1:
@@ -195,22 +223,28 @@ def load_data(config: TrainConfig):
                          f"{ds.name!r}), got {offset + size if size >= 1 else offset}")
     if size < ds.num_train:
         ds = ds.with_train_size(size, offset=offset)
-    return ds
+    return ds.check_conditions()
 
 
-def build_model(config: TrainConfig, dim: int, image_shape):
-    """The untrained network of the run (deterministic given the seed)."""
+def num_classes(config: TrainConfig, ds) -> int:
+    """The condition count of the run's network (0: unconditional)."""
+    return ds.num_conditions if config.conditional else 0
+
+
+def build_model(config: TrainConfig, dim: int, image_shape, classes: int = 0):
+    """The untrained network of the run (deterministic given the seed); ``classes > 0``: a
+    conditional network over that many conditions (and a null one)."""
     if config.model == "unet":
         if image_shape is None:
             raise ValueError(f"model: 'unet' needs image data; {config.data!r} has no "
                              "image shape (use --model mlp)")
-        return make_denoiser("unet", dim, image_shape, seed=config.seed,
+        return make_denoiser("unet", dim, image_shape, seed=config.seed, num_classes=classes,
                              channels=tuple(config.channels), sigma_data=config.sigma_data)
     return make_denoiser("mlp", dim, seed=config.seed, width=config.width, depth=config.depth,
-                         sigma_data=config.sigma_data)
+                         num_classes=classes, sigma_data=config.sigma_data)
 
 
-VALUE_FIELDS = ("lr", "weight_decay", "ema", "p_mean", "p_std")
+VALUE_FIELDS = ("lr", "weight_decay", "ema", "p_mean", "p_std", "p_uncond", "guidance")
 """The :class:`TrainConfig` fields that enter the training step as traced values: members
 of an ensemble (:mod:`jaxgap.ensemble`) may differ in them and still share one program."""
 
@@ -230,10 +264,11 @@ def make_optimizer(config: TrainConfig, hp: dict | None = None) -> optax.Gradien
     return optax.adamw(schedule, weight_decay=hp["weight_decay"])
 
 
-def init_state(config: TrainConfig, dim: int, image_shape):
-    """``(graphdef, optimizer, state)`` of a fresh run: the untrained network split into
-    its graph and parameters, and the checkpointed training state (EMA = parameters)."""
-    graphdef, params = nnx.split(build_model(config, dim, image_shape))
+def init_state(config: TrainConfig, dim: int, image_shape, classes: int = 0):
+    """``(graphdef, optimizer, state)`` of a fresh run: the untrained network (conditional
+    over ``classes`` conditions when > 0, see :func:`num_classes`) split into its graph and
+    parameters, and the checkpointed training state (EMA = parameters)."""
+    graphdef, params = nnx.split(build_model(config, dim, image_shape, classes))
     tx = make_optimizer(config)
     state = dict(params=params, ema=jax.tree.map(jnp.copy, params), opt_state=tx.init(params),
                  step=jnp.asarray(0, jnp.int32), loss_sum=jnp.asarray(0.0, jnp.float32),
@@ -241,16 +276,23 @@ def init_state(config: TrainConfig, dim: int, image_shape):
     return graphdef, tx, state
 
 
-def edm_loss(model, x0, key, *, p_mean, p_std, sigma_data):
+def edm_loss(model, x0, key, *, p_mean, p_std, sigma_data, cond=None, p_uncond=0.0):
     r"""EDM training loss of a batch (Karras et al. 2022, eq. 8, per dimension).
 
     .. math:: \mathbb{E}\,\lambda(\sigma)\,\frac{1}{d}\,|D(x_0 + \sigma\epsilon, \sigma) - x_0|^2,
         \quad \ln\sigma \sim N(P_{mean}, P_{std}^2).
+
+    With ``cond [B]`` (a conditional network), each example's condition is replaced by the
+    null condition with probability ``p_uncond`` (classifier-free guidance training).
     """
     k_sigma, k_eps = jax.random.split(key)
     sigma = _noise.sample_lognormal_sigmas(k_sigma, (x0.shape[0],), p_mean=p_mean, p_std=p_std)
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
-    out = model(x0 + sigma[:, None] * eps, sigma)
+    if cond is None:
+        out = model(x0 + sigma[:, None] * eps, sigma)
+    else:
+        drop = jax.random.bernoulli(jax.random.fold_in(key, 1), p_uncond, cond.shape)
+        out = model(x0 + sigma[:, None] * eps, sigma, jnp.where(drop, NULL, cond))
     weight = _noise.edm_loss_weight(sigma, sigma_data)
     return jnp.mean(weight * jnp.mean((out - x0) ** 2, axis=-1))
 
@@ -290,25 +332,29 @@ def batch_indices(data_key, step, n, batch: int, capacity: int | None = None):
 
 
 def step_body(graphdef, config: TrainConfig, batch: int):
-    """The training step as a pure function ``(state, train_x, n, base_key, hp) -> (state,
-    loss)`` (not compiled): :func:`make_step` jit-compiles it for one run and
+    """The training step as a pure function ``(state, train_x, train_c, n, base_key, hp) ->
+    (state, loss)`` (not compiled): :func:`make_step` jit-compiles it for one run and
     :mod:`jaxgap.ensemble` maps it over the members of an ensemble.
 
     ``train_x [capacity, d]`` holds the ``n`` training examples first (``n`` may be traced;
-    rows beyond it are padding, never drawn); ``base_key`` is ``PRNGKey(seed)``, whose named
+    rows beyond it are padding, never drawn) and ``train_c [capacity]`` their condition ids
+    (None: an unconditional network); ``base_key`` is ``PRNGKey(seed)``, whose named
     streams give the data order and the noise; ``hp`` the value-only hyper-parameters of
-    :func:`hyper` (traced: lr, weight decay, EMA decay, ``p_mean``, ``p_std``)."""
+    :func:`hyper` (traced: lr, weight decay, EMA decay, ``p_mean``, ``p_std``,
+    ``p_uncond``)."""
 
-    def loss_fn(params, x0, key, hp):
+    def loss_fn(params, x0, c0, key, hp):
         return edm_loss(nnx.merge(graphdef, params), x0, key, p_mean=hp["p_mean"],
-                        p_std=hp["p_std"], sigma_data=config.sigma_data)
+                        p_std=hp["p_std"], sigma_data=config.sigma_data, cond=c0,
+                        p_uncond=hp["p_uncond"])
 
-    def body(state, train_x, n, base, hp):
+    def body(state, train_x, train_c, n, base, hp):
         data_key = _streams.stream(base, _streams.DATA_ORDER)
         train_key = _streams.stream(base, _streams.TRAIN_NOISE)
         step = state["step"]
-        x0 = train_x[batch_indices(data_key, step, n, batch, train_x.shape[0])]
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], x0,
+        index = batch_indices(data_key, step, n, batch, train_x.shape[0])
+        c0 = None if train_c is None else train_c[index]
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], train_x[index], c0,
                                                   jax.random.fold_in(train_key, step), hp)
         tx = make_optimizer(config, hp)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
@@ -322,15 +368,22 @@ def step_body(graphdef, config: TrainConfig, batch: int):
     return body
 
 
-def make_step(graphdef, tx, config: TrainConfig, train_x, batch: int):
+def make_step(graphdef, tx, config: TrainConfig, train_x, batch: int, train_c=None):
     """One jit-compiled training step ``state -> (state, loss)`` (``tx``, the optimizer of
-    :func:`init_state`, is rebuilt inside the step from the config's values)."""
+    :func:`init_state`, is rebuilt inside the step from the config's values; ``train_c``:
+    the examples' condition ids of a conditional network)."""
     del tx
     step_fn = jax.jit(step_body(graphdef, config, batch))
     base = jax.random.PRNGKey(config.seed)
     n = jnp.asarray(train_x.shape[0], jnp.int32)
     hp = hyper(config)
-    return lambda state: step_fn(state, train_x, n, base, hp)
+    return lambda state: step_fn(state, train_x, train_c, n, base, hp)
+
+
+def evaluated(config: TrainConfig, network):
+    """What a run's evaluations measure: the network itself, or a conditional network
+    guided with the config's weight (:func:`jaxgap.denoisers.guided`)."""
+    return guided(network, config.guidance) if config.conditional else network
 
 
 # ---------------------------------------------------------------------------------------
@@ -423,10 +476,11 @@ def _check_run_folder(workdir: Path, config: TrainConfig, resume: bool) -> None:
                          "it or choose another --out")
 
 
-def _evaluate(key, model_of, state, train_x, val_x, sigmas, num_noise):
+def _evaluate(key, model_of, state, train_x, val_x, sigmas, num_noise, conds):
     row = {}
     for prefix, params in (("", state["params"]), ("ema_", state["ema"])):
-        curve = gap_curve(key, model_of(params), train_x, val_x, sigmas, num_noise=num_noise)
+        curve = gap_curve(key, model_of(params), train_x, val_x, sigmas, num_noise=num_noise,
+                          train_cond=conds[0], val_cond=conds[1])
         row[prefix + "train"] = np.asarray(curve.train, np.float64).tolist()
         row[prefix + "val"] = np.asarray(curve.val, np.float64).tolist()
         row[prefix + "gap"] = np.asarray(curve.gap, np.float64).tolist()
@@ -462,7 +516,7 @@ def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
     workdir.mkdir(parents=True, exist_ok=True)
     _io.write_text(workdir / CONFIG, config.to_json())
 
-    graphdef, tx, state = init_state(config, ds.dim, ds.image_shape)
+    graphdef, tx, state = init_state(config, ds.dim, ds.image_shape, num_classes(config, ds))
     manager = checkpoint_manager(workdir)
     start = 0
     latest = manager.latest_step()
@@ -476,11 +530,14 @@ def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
     train_x = jnp.asarray(ds.train)
     eval_train = train_x[: config.eval_train_size]
     val_x = jnp.asarray(ds.val[: config.eval_val_size])
+    train_c = jnp.asarray(ds.train_cond) if config.conditional else None
+    conds = (None, None) if train_c is None else (
+        train_c[: config.eval_train_size], jnp.asarray(ds.val_cond[: config.eval_val_size]))
     batch = min(config.batch_size, ds.num_train)
-    step_fn = make_step(graphdef, tx, config, train_x, batch)
+    step_fn = make_step(graphdef, tx, config, train_x, batch, train_c)
     sigmas = _noise.log_sigmas(config.eval_sigmas, config.sigma_min, config.sigma_max)
     eval_key = _streams.stream(jax.random.PRNGKey(config.seed), _streams.EVAL_NOISE)
-    model_of = lambda p: nnx.merge(graphdef, p)  # noqa: E731
+    model_of = lambda p: evaluated(config, nnx.merge(graphdef, p))  # noqa: E731
 
     def evaluate_and_log(state):
         step = int(state["step"])
@@ -488,7 +545,7 @@ def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
         row = {"step": step, "sigmas": np.asarray(sigmas, np.float64).tolist(),
                "train_loss": float(state["loss_sum"]) / count if count else None}
         row.update(_evaluate(eval_key, model_of, state, eval_train, val_x, sigmas,
-                             config.eval_num_noise))
+                             config.eval_num_noise, conds))
         append_jsonl(metrics_path, [row])
         return row, dict(state, loss_sum=jnp.zeros_like(state["loss_sum"]),
                          loss_count=jnp.zeros_like(state["loss_count"]))
@@ -568,7 +625,8 @@ def load_config(run_dir) -> TrainConfig:
 
 
 def load_denoiser(run_dir, *, ema: bool = True, step: int | None = None):
-    """The trained network of a run folder, as a denoiser ``D(x, sigma)``.
+    """The trained network of a run folder, as a denoiser ``D(x, sigma)`` (a conditional run:
+    ``D(x, sigma, cond)``, unguided; see :func:`jaxgap.denoisers.guided`).
 
     Args:
       run_dir: a folder written by :func:`train_and_evaluate`.
@@ -577,7 +635,7 @@ def load_denoiser(run_dir, *, ema: bool = True, step: int | None = None):
     """
     config = load_config(run_dir)
     ds = load_data(config)
-    graphdef, _, template = init_state(config, ds.dim, ds.image_shape)
+    graphdef, _, template = init_state(config, ds.dim, ds.image_shape, num_classes(config, ds))
     manager = checkpoint_manager(Path(run_dir))
     step = manager.latest_step() if step is None else step
     if step is None:

@@ -190,6 +190,9 @@ def test_bad_run_folders(run_dir, tmp_path, capsys):
     assert "without config.json" in error(plain)
     assert "was trained on 'digits'" in error(run_dir, "--data", "gaussian")
     assert "--train-size" in error(run_dir, "--train-size", "64")
+    # issue 14: an unconditional run takes neither a condition nor a guidance weight
+    assert "--condition: the run" in error(run_dir, "--condition", "class")
+    assert "--guidance: expected a conditional denoiser" in error(run_dir, "--guidance", "2")
 
     no_ckpt = tmp_path / "no_ckpt"
     shutil.copytree(run_dir, no_ckpt)

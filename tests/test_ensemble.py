@@ -95,3 +95,25 @@ def test_program_key_and_bad_members():
         ens.make_step(member_data(small))
     with pytest.raises(ValueError, match="eval_steps"):
         fit(ens, member_data(small), "unused", eval_steps=(7,))
+
+
+# conditional members (class labels, per-member p_uncond and guidance): one program
+COND = (
+    dataclasses.replace(BASE, seed=1, train_size=48, condition="class", guidance=1.0),
+    dataclasses.replace(BASE, seed=1, train_size=48, condition="class", guidance=2.5,
+                        p_uncond=0.5),
+)
+
+
+def test_conditional_members_match_their_single_runs(tmp_path):
+    data = member_data(COND)
+    assert data.classes == 10 and data.train_cond.shape == (2, 48)
+    np.testing.assert_array_equal(data.val_cond[0], data.datasets[0].val_cond[:32])
+    ens = Ensemble.create(COND, dim=64, classes=data.classes)
+    assert program_key(COND[0], 48) == program_key(COND[1], 48)
+    rows = _loss_rows(fit(ens, data, tmp_path / "ens", eval_steps=(0, 3, 6), progress=False))
+    train_mod.train_and_evaluate(COND[1], tmp_path / "alone", progress=False)
+    for ref in train_mod.read_metrics(tmp_path / "alone"):
+        for name in FIELDS:
+            np.testing.assert_allclose(rows[(ref["step"], 1)][name], ref[name], rtol=2e-4,
+                                       atol=2e-6, err_msg=f"step {ref['step']} {name}")

@@ -16,9 +16,12 @@ import optax
 import pytest
 from flax import nnx
 
-from jaxgap import losses, noise
+from jaxgap import losses, noise, sampling
+from jaxgap._protocol import NULL, check_denoiser, takes_cond
+from jaxgap.denoisers import guided
 from jaxgap.nets import (
     DENOISER_KINDS,
+    MLP,
     EDMPrecond,
     MLPDenoiser,
     NoiseEmbedding,
@@ -26,6 +29,7 @@ from jaxgap.nets import (
     make_denoiser,
     param_count,
 )
+from jaxgap.nets._embedding import embed_noise_and_class
 
 RTOL, ATOL = 2e-5, 2e-6
 D = 16  # data dimension of the small models: flat 16 = a 4x4x1 image
@@ -375,3 +379,220 @@ def test_constructor_errors():
         MLPDenoiser(4, sigma_data=0.0, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="^net"):
         EDMPrecond(None, 4)
+
+
+# ------------------------------------------------------------------------------------------
+# Conditional networks: a class embedding added to the noise embedding, a null token
+# ------------------------------------------------------------------------------------------
+
+C = 3  # conditions of the small conditional models (ids 0, 1, 2 and NULL -> row 3)
+
+
+def _set_class_embedding(model, table):
+    model.net.class_embed.embedding[...] = jnp.asarray(table, jnp.float32)
+    return model
+
+
+def _class_table(seed=2):
+    return 0.5 * np.random.default_rng(seed).standard_normal((C + 1, _MLP["emb_dim"]))
+
+
+@pytest.fixture(scope="module", params=["mlp", "unet"])
+def cmodel(request):
+    """A conditional model (C = 3) with random output layer and class embedding."""
+    model = _randomize_output_layer(_small(request.param, num_classes=C))
+    return _set_class_embedding(model, _class_table())
+
+
+def _flat_params(model):
+    return {k: np.asarray(v[...]) for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+def test_conditional_flags_and_shapes(cmodel, rng):
+    kind = "mlp" if isinstance(cmodel, MLPDenoiser) else "unet"
+    plain = _small(kind)
+    assert plain.conditional is False and plain.num_classes == 0 and not takes_cond(plain)
+    assert cmodel.conditional is True and cmodel.num_classes == C and takes_cond(cmodel)
+    assert EDMPrecond.conditional is False  # the class attribute is unchanged
+    assert cmodel.net.class_embed.embedding.shape == (C + 1, _MLP["emb_dim"])
+    assert param_count(cmodel) == param_count(plain) + (C + 1) * _MLP["emb_dim"]
+    x = _normal(rng, (2, 3, D))
+    for cond in (1, np.array([[0], [NULL]]), np.array([[0, 1, 2], [NULL, 2, 0]])):
+        assert cmodel(x, 0.7, cond).shape == (2, 3, D)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "unet"])
+def test_unconditional_weights_unchanged(kind, rng):
+    """The class embedding is built last: with the same seed, every other weight of a
+    conditional network is bit for bit that of the unconditional one (which is today's
+    network: no new parameter, no new draw from the seed before the last one). Zero
+    initialization: at init, the conditional network computes the unconditional function
+    for every condition and NULL."""
+    base, zero, cond = (_small(kind, seed=4, **kw) for kw in ({}, {"num_classes": 0},
+                                                              {"num_classes": C}))
+    pb, pz, pc = _flat_params(base), _flat_params(zero), _flat_params(cond)
+    assert not any("class_embed" in k for k in pb)
+    assert pb.keys() == pz.keys() and set(pc) - set(pb) == {("net", "class_embed", "embedding")}
+    for k, v in pb.items():
+        assert v.dtype == pc[k].dtype and np.array_equal(v, pz[k]) and np.array_equal(v, pc[k])
+    np.testing.assert_array_equal(pc[("net", "class_embed", "embedding")], 0.0)
+    base, cond = _randomize_output_layer(base), _randomize_output_layer(cond)
+    x, sig = _normal(rng, (4, D)), _sigmas(rng, (4,))
+    out = np.asarray(cond(x, sig, np.array([0, 1, 2, NULL])))
+    np.testing.assert_allclose(out, base(x, sig), rtol=1e-6, atol=1e-7)
+
+
+def test_null_is_the_null_row(cmodel, rng):
+    """NULL selects row C of the class embedding: a copy whose row k is replaced by row C
+    gives D(x, sigma, k) == D(x, sigma, NULL)."""
+    x, sig = _normal(rng, (4, D)), _sigmas(rng, (4,))
+    table = _class_table()
+    null = np.asarray(cmodel(x, sig, NULL))
+    graphdef, state = nnx.split(cmodel)
+    copy = nnx.merge(graphdef, jax.tree.map(jnp.copy, state))
+    _set_class_embedding(copy, np.concatenate([table[C:], table[1:]]))  # row 0 := null row
+    np.testing.assert_allclose(copy(x, sig, 0), null, rtol=RTOL, atol=ATOL)
+    assert not np.allclose(cmodel(x, sig, 0), null, rtol=1e-3)
+    # the blocks receive the noise embedding plus the table's row (NULL -> row C)
+    c_noise = jnp.asarray(np.log(sig) / 4.0)
+    emb = embed_noise_and_class(cmodel.net, c_noise, jnp.array([0, 2, NULL, 1]))
+    ref = np.asarray(cmodel.net.embed(c_noise)) + table[[0, 2, C, 1]]
+    np.testing.assert_allclose(emb, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_conditions_give_different_outputs(cmodel, rng):
+    x, sig = _normal(rng, (4, D)), _sigmas(rng, (4,))
+    ids = [0, 1, 2, NULL]
+    outs = [np.asarray(cmodel(x, sig, k)) for k in ids]
+    for i in range(len(ids)):
+        for j in range(i):
+            assert not np.allclose(outs[i], outs[j], rtol=1e-3), (ids[i], ids[j])
+    # per-example ids in one batch: row i is the output for its own id
+    mixed = np.asarray(cmodel(x, sig, np.array(ids)))
+    np.testing.assert_allclose(mixed, np.stack([o[i] for i, o in enumerate(outs)]),
+                               rtol=RTOL, atol=ATOL)
+
+
+def test_conditional_jit_split_merge_vmap(cmodel, rng):
+    x, sig = _normal(rng, (4, D)), _sigmas(rng, (4,))
+    cond = np.array([2, NULL, 0, 1], np.int32)
+    eager = np.asarray(cmodel(x, sig, cond))
+    jitted = jax.jit(lambda m, x, s, c: m(x, s, c))(cmodel, x, sig, jnp.asarray(cond))
+    np.testing.assert_allclose(jitted, eager, rtol=RTOL, atol=ATOL)
+    # an ensemble: parameters stacked on a member axis, merged inside vmap
+    graphdef, params = nnx.split(cmodel)
+    other = jax.tree.map(lambda p: 1.1 * p, params)
+    stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), params, other)
+    both = jax.jit(jax.vmap(lambda p, c: nnx.merge(graphdef, p)(x, sig, c), in_axes=(0, None)))(
+        stacked, jnp.asarray(cond))
+    np.testing.assert_allclose(both[0], eager, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(both[1], nnx.merge(graphdef, other)(x, sig, cond),
+                               rtol=RTOL, atol=ATOL)
+
+
+def test_class_embedding_gradient_reaches_used_rows_only(rng):
+    model = _randomize_output_layer(_small("mlp", num_classes=C))
+    x0, sig, eps = _normal(rng, (4, D), 0.5), _sigmas(rng, (4,)), _normal(rng, (4, D))
+    cond = jnp.array([0, NULL, 0, NULL])
+
+    def loss(m):
+        return jnp.mean((m(x0 + sig[:, None] * eps, sig, cond) - x0) ** 2)
+
+    grads = jax.jit(nnx.grad(loss))(model)
+    g = np.asarray(grads.net.class_embed.embedding[...])
+    assert np.all(np.isfinite(g)) and np.any(g[0] != 0) and np.any(g[C] != 0)
+    np.testing.assert_array_equal(g[1:C], 0.0)  # conditions 1, 2 are absent from the batch
+
+
+def test_guided_network(cmodel, rng):
+    x, sig = _normal(rng, (4, D)), _sigmas(rng, (4,))
+    cond = np.array([2, 0, 1, NULL])
+    cond_out, null_out = np.asarray(cmodel(x, sig, cond)), np.asarray(cmodel(x, sig, NULL))
+    np.testing.assert_array_equal(guided(cmodel, 1)(x, sig, cond), cond_out)
+    np.testing.assert_array_equal(guided(cmodel, 0.0)(x, sig, cond), null_out)
+    np.testing.assert_allclose(guided(cmodel, 2.5)(x, sig, cond),
+                               null_out + 2.5 * (cond_out - null_out), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"^cond: expected condition ids in \[0, 3\)"):
+        guided(cmodel, 2.0)(x, sig, 3)
+
+
+def test_conditional_network_in_consumers(key):
+    den = _set_class_embedding(_randomize_output_layer(_small("mlp", num_classes=C)),
+                               _class_table())
+    data = _normal(np.random.default_rng(0), (6, D))
+    sig = noise.log_sigmas(2, 0.1, 2.0)
+    cond = np.array([0, 1, 2, 0, 1, 2])
+    out = losses.per_example_loss(key, den, data, sig, cond=cond)
+    null = losses.per_example_loss(key, den, data, sig, cond=NULL)
+    assert out.shape == (2, 6) and np.all(np.isfinite(out)) and not np.allclose(out, null)
+    with pytest.raises(ValueError, match="^cond: expected integer condition ids"):
+        losses.per_example_loss(key, den, data, sig)
+    with pytest.raises(ValueError, match=r"^cond: expected condition ids in \[0, 3\)"):
+        losses.per_example_loss(key, den, data, sig, cond=np.array([0, 1, 2, 3, 1, 2]))
+    xs = sampling.sample(key, guided(den, 2.0), 4, D, num_steps=3, method="euler",
+                         cond=np.array([0, 1, 2, 0]))
+    assert xs.shape == (4, D) and np.all(np.isfinite(xs))
+
+
+def test_conditional_errors(cmodel, rng):
+    x = _normal(rng, (4, D))
+    plain = _small("mlp")
+    with pytest.raises(ValueError, match=r"^cond: expected integer condition ids in \[0, 3\) "
+                                         r"or NULL = -1 for the conditional .* got None"):
+        cmodel(x, 0.5)
+    with pytest.raises(ValueError, match=r"^cond: expected None for the unconditional "
+                                         r"MLPDenoiser .* got int"):
+        plain(x, 0.5, 1)
+    for bad in (3, -2, np.array([0, 1, 7, NULL]), 2**40):
+        with pytest.raises(ValueError, match=r"^cond: expected condition ids in \[0, 3\) or "
+                                             r"NULL = -1, got (3|-2|7|1099511627776)$"):
+            cmodel(x, 0.5, bad)
+    with pytest.raises(ValueError, match="^cond: expected an integer array"):
+        cmodel(x, 0.5, np.array([0.0, 1.0, 2.0, 0.0]))
+    with pytest.raises(ValueError, match="^cond: expected a scalar or shape broadcastable"):
+        cmodel(x, 0.5, np.array([0, 1]))
+    # device and traced ids are not read back: checked inside the compiled call
+    call = jax.jit(lambda m, x, c: m(x, 0.5, c))
+    for bad in (jnp.array([0, 1, 3, NULL]), jnp.array([0, -2, 1, 2])):
+        with pytest.raises((RuntimeError, ValueError), match="cond: expected condition ids"):
+            jax.block_until_ready(cmodel(x, 0.5, bad))
+        with pytest.raises((RuntimeError, ValueError), match="cond: expected condition ids"):
+            jax.block_until_ready(call(cmodel, x, bad))
+    # the denoiser's own check, as the protocol's boundary check calls it
+    out = cmodel.check_cond(np.array([[1], [NULL]]), (2, 3))
+    assert out.dtype == jnp.int32 and out.shape == (2, 3)
+    np.testing.assert_array_equal(out, [[1, 1, 1], [NULL, NULL, NULL]])
+    assert plain.check_cond(None, (4,)) is None
+    np.testing.assert_array_equal(check_denoiser(cmodel, 2, (3,)), [2, 2, 2])
+    with pytest.raises(ValueError, match="^cond: expected integer condition ids"):
+        check_denoiser(cmodel, None, (4,))
+    with pytest.raises(ValueError, match=r"^cond: expected condition ids in \[0, 3\)"):
+        check_denoiser(cmodel, np.array([0, 5]), (2,))
+    with pytest.raises(ValueError, match="^cond: expected None"):
+        check_denoiser(plain, 1, (4,))
+
+
+def test_conditional_constructor_and_raw_net_errors():
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="^num_classes: expected an integer >= 0"):
+            MLPDenoiser(4, num_classes=bad, rngs=nnx.Rngs(0))
+        with pytest.raises(ValueError, match="^num_classes: expected an integer >= 0"):
+            UNetDenoiser((4, 4, 1), num_classes=bad, rngs=nnx.Rngs(0))
+        with pytest.raises(ValueError, match="^num_classes: expected an integer >= 0"):
+            make_denoiser("mlp", 4, num_classes=bad)
+
+    class _Bad(_Probe):
+        num_classes = -1
+
+    with pytest.raises(ValueError, match="^net.num_classes"):
+        EDMPrecond(_Bad(), 4)
+    net = MLP(D, **_MLP, num_classes=C, rngs=nnx.Rngs(0))
+    x, c = jnp.zeros((2, D)), jnp.zeros((2,))
+    with pytest.raises(ValueError, match="^cond: expected integer condition ids .* got None"):
+        net(x, c)
+    with pytest.raises(ValueError, match=r"^cond: expected shape \[2\] .* got shape \[2, 1\]"):
+        net(x, c, jnp.zeros((2, 1), jnp.int32))
+    with pytest.raises(ValueError, match="^cond: expected an integer array"):
+        net(x, c, jnp.zeros((2,)))
+    with pytest.raises(ValueError, match="^cond: expected None for the unconditional MLP"):
+        MLP(D, **_MLP, rngs=nnx.Rngs(0))(x, c, jnp.zeros((2,), jnp.int32))

@@ -7,7 +7,6 @@ directory so that nothing is written into the repository. A cell that raises fai
 with the cell's traceback.
 """
 
-import os
 import re
 import sys
 from pathlib import Path
@@ -76,11 +75,7 @@ def test_notebook_runs_small(path, tmp_path, monkeypatch):
     """Execute every cell with JAXGAP_NOTEBOOK_SMALL=1 in a temporary working directory."""
     monkeypatch.setenv("JAXGAP_NOTEBOOK_SMALL", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    # Compile time dominates these small runs: XLA's backend at -O0 compiles about a third
-    # faster on CPU (the results are the same computation; nothing here is timed).
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_backend_optimization_level" not in flags:
-        monkeypatch.setenv("XLA_FLAGS", f"{flags} --xla_backend_optimization_level=0".strip())
+    # (the kernel inherits XLA_FLAGS, LLVM at -O0, from conftest.py: compile time dominates)
     nb = _read(path)
     before = sorted(p.name for p in NOTEBOOK_DIR.iterdir())
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",

@@ -1,9 +1,9 @@
 """jaxgap sweep: spec checks, closed-form curves, a killed sweep resumed, devices and hosts.
 
 One tiny spec (12 members in one program: 3 seeds x 2 sizes x disjoint halves) is run once
-in this process as the reference; a run killed with SIGKILL and resumed, a run on 8 forced
-CPU devices (the member axis padded to 16) and a run on 2 processes x 2 CPU devices must
-write the same tables (float32 rounding of differently batched matmuls: 1e-4 relative).
+in this process as the reference; a run killed with SIGKILL and resumed and a run on 2
+processes x 4 forced CPU devices (8 devices: the member axis padded to 16) must write the
+same tables (float32 rounding of differently batched matmuls: 1e-4 relative).
 """
 
 import json
@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 from jaxgap import _streams, cli, noise
-from jaxgap.denoisers import EmpiricalDenoiser
+from jaxgap.denoisers import ConditionalEmpiricalDenoiser, EmpiricalDenoiser
 from jaxgap.losses import gap_curve
 from jaxgap.sweep.run import run_sweep
-from jaxgap.sweep.spec import load_spec, parse_spec
+from jaxgap.sweep.spec import data_size, load_spec, parse_spec
 from jaxgap.sweep.tables import read_csv
 from jaxgap.train import TrainConfig, load_data
 
@@ -121,10 +121,17 @@ def _with(sweep=None, grid=None, drop=()):
     ({"sweep": {"model": "position_error"}, "grid": {"delta": [0.1, -1.0]}},
      "delta: expected a finite number >= 0"),
     (_with(sweep={"delta": 0.1}), "only the position_error model"),
+    (_with(grid={"guidance": [0.0, 2.0]}), "grid.guidance: changes nothing for an "
+                                           "unconditional model"),
+    (_with(grid={"condition": ["class", "label"]}), "spec: condition: expected one of"),
+    ({"sweep": {"model": "position_error", "delta": 0.1, "condition": "class"}},
+     "position_error model has no conditional form"),
+    ({"sweep": {"model": "empirical", "condition": "fine"}, "grid": {"train_size": [64, 20]}},
+     "val_cond: expected condition ids carried by some training point"),
 ])
 def test_bad_specs_name_the_entry(doc, needle):
     with pytest.raises(ValueError) as err:
-        parse_spec(doc, num_train=lambda c: load_data(TrainConfig(seed=c.seed)).num_train)
+        parse_spec(doc, num_train=data_size)
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
@@ -178,7 +185,7 @@ def test_cli_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
 def test_closed_form_sweep_gives_the_direct_curves(tmp_path):
     doc = {"sweep": {"data": "digits", "model": "empirical", "seeds": [0, 2],
                      "eval_sigmas": 6, "eval_num_noise": 2, "sample_steps": [0],
-                     "num_samples": 16, "num_bootstrap": 50},
+                     "num_samples": 16, "num_bootstrap": 50, "features": False},
            "grid": {"train_size": [64, 256]}}
     out = tmp_path / "cf"
     run_sweep(parse_spec(doc), out, progress=False)
@@ -218,6 +225,30 @@ def test_closed_form_sweep_gives_the_direct_curves(tmp_path):
     run_sweep(parse_spec(doc), out, resume=True, progress=False)
     assert [p.stat().st_mtime_ns for p in done] == stamps
     assert read_csv(out / "losses.csv") == rows
+
+
+def test_conditional_closed_form_sweep_and_guidance_limits(tmp_path):
+    doc = {"sweep": {"data": "digits", "model": "empirical", "seeds": [1], "condition": "class",
+                     "eval_sigmas": 4, "eval_num_noise": 1, "train_size": 96,
+                     "eval_val_size": 64},
+           "grid": {"guidance": [0.0, 1.0]}}
+    run_sweep(parse_spec(doc), tmp_path / "c", progress=False)
+    rows = read_csv(tmp_path / "c" / "losses.csv")
+    ds = load_data(TrainConfig(seed=1, train_size=96, condition="class"))
+    key = _streams.stream(jax.random.PRNGKey(1), _streams.EVAL_NOISE)
+    sigmas = noise.log_sigmas(4, 0.002, 80.0)
+    val, val_cond = ds.val[:64], ds.val_cond[:64]
+    direct = {0.0: gap_curve(key, EmpiricalDenoiser(ds.train), ds.train, val, sigmas),
+              1.0: gap_curve(key, ConditionalEmpiricalDenoiser(ds.train, ds.train_cond),
+                             ds.train, val, sigmas, train_cond=ds.train_cond,
+                             val_cond=val_cond)}
+    for w, ref in direct.items():
+        mine = [r for r in rows if r["guidance"] == w]
+        for c in ("train", "val", "gap"):
+            np.testing.assert_allclose([r[c] for r in mine], np.asarray(getattr(ref, c)),
+                                       rtol=1e-5, atol=1e-8, err_msg=f"w={w} {c}")
+    # a class-conditional optimal denoiser knows more: its validation loss is lower
+    assert direct[1.0].val[2] < direct[0.0].val[2]
 
 
 # ------------------------------------------------------------------------------------------
@@ -261,24 +292,14 @@ def test_killed_sweep_resumes_to_the_same_tables(reference, tmp_path):
     _same_tables(reference[0], out, rtol=1e-6)
 
 
-def test_eight_devices_give_the_same_tables(reference, tmp_path):
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    out = tmp_path / "eight"
-    res = _cli([_spec_file(tmp_path, TINY), "--out", out], env=env)
-    assert res.returncode == 0, res.stderr
-    assert "8 cpu device(s)" in res.stderr
-    _same_tables(reference[0], out, rtol=1e-4)
-    assert json.loads((out / "sweep.json").read_text())["devices"]["mesh"] == 8
-    assert (out / "memorization.png").stat().st_size > 0  # the CLI plots
-
-
-def test_two_processes_with_two_devices_each(reference, tmp_path):
+def test_two_processes_with_four_devices_each(reference, tmp_path):
+    """8 devices over 2 hosts (12 members padded to 16) give the single-device tables."""
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
+    flags = os.environ.get("XLA_FLAGS", "")
     env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+               XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=4".strip())
     spec = _spec_file(tmp_path, TINY)
     procs = [subprocess.Popen(
         [sys.executable, "-m", "jaxgap", "sweep", str(spec), "--out", str(tmp_path / f"p{i}"),
@@ -290,7 +311,9 @@ def test_two_processes_with_two_devices_each(reference, tmp_path):
     assert not (tmp_path / "p1").exists()  # only process 0 writes
     _same_tables(reference[0], tmp_path / "p0", rtol=1e-4)
     devices = json.loads((tmp_path / "p0" / "sweep.json").read_text())["devices"]
-    assert devices["process_count"] == 2 and devices["device_count"] == 4
+    assert devices["process_count"] == 2 and devices["device_count"] == 8
+    assert devices["mesh"] == 8
+    assert (tmp_path / "p0" / "memorization.png").stat().st_size > 0  # the CLI plots
 
 
 def test_load_spec_reads_toml(tmp_path):

@@ -1,5 +1,6 @@
 """Training: exact resume after a real SIGKILL, bad configurations, load_denoiser."""
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -8,10 +9,12 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxgap import cli
+from jaxgap import train as train_mod
 from jaxgap.losses import denoising_loss
 from jaxgap.train import TrainConfig, load_denoiser, read_metrics, train_and_evaluate
 
@@ -86,7 +89,6 @@ def test_a_lost_interrupt_still_stops_training(tmp_path, monkeypatch):
     flag that the training loop checks at every step: simulate the lost exception by
     setting the flag alone after 3 steps."""
     from jaxgap import _progress
-    from jaxgap import train as train_mod
 
     make_step = train_mod.make_step
 
@@ -182,10 +184,53 @@ def test_load_denoiser_and_metrics_keys(tmp_path):
         load_denoiser(tmp_path / "nothing")
 
 
+def test_conditional_run_and_label_dropout(tmp_path):
+    config = TrainConfig(train_size=40, batch_size=8, steps=4, eval_every=4, ckpt_every=4,
+                         eval_sigmas=3, width=16, depth=1, seed=2, condition="class",
+                         guidance=2.0)
+    train_and_evaluate(config, tmp_path / "c", progress=False)
+    rows = read_metrics(tmp_path / "c")
+    den = load_denoiser(tmp_path / "c")
+    assert den.conditional and den.num_classes == 10
+    ds = train_mod.load_data(config)
+    assert ds.condition == "class" and ds.train_cond.shape == (40,)
+    # the recorded EMA train losses are those of the network guided with w = 2
+    from jaxgap.denoisers import guided
+    from jaxgap.losses import gap_curve
+    curve = gap_curve(jax.random.fold_in(jax.random.PRNGKey(2), 3), guided(den, 2.0),
+                      ds.train, ds.val[:2], np.asarray(rows[-1]["sigmas"], np.float32),
+                      train_cond=ds.train_cond, val_cond=ds.val_cond[:2])
+    np.testing.assert_allclose(curve.train, rows[-1]["ema_train"], rtol=1e-5)
+    # label dropout: each example's condition is the null one with probability p_uncond
+    seen = []
+
+    def spy(x, sigma, c):  # a conditional denoiser that records the conditions it is given
+        seen.append(np.asarray(c))
+        return x
+
+    x0 = jnp.zeros((4000, 2))
+    cond = jnp.asarray(np.arange(4000) % 7, jnp.int32)
+    kw = dict(p_mean=-1.2, p_std=1.2, sigma_data=0.5, cond=cond)
+    for p in (0.0, 0.3, 1.0):
+        train_mod.edm_loss(spy, x0, jax.random.PRNGKey(5), p_uncond=p, **kw)
+    kept, some, none = seen
+    np.testing.assert_array_equal(kept, cond)
+    assert np.all(none == -1)
+    dropped = some == -1
+    assert np.all(some[~dropped] == np.asarray(cond)[~dropped])
+    assert abs(dropped.mean() - 0.3) < 4 * np.sqrt(0.3 * 0.7 / 4000)  # 4 binomial s.e.
+    # a fine condition with validation sub-clusters that no training example carries
+    with pytest.raises(ValueError, match="val_cond"):
+        train_mod.load_data(dataclasses.replace(config, condition="fine", train_size=20))
+
+
 def test_config_validation():
     for kwargs, match in [(dict(model="cnn"), "model"), (dict(steps=0), "steps"),
                           (dict(ema=1.0), "ema"), (dict(sigma_min=100.0), "sigma_min"),
-                          (dict(lr=-1.0), "lr"), (dict(train_size=0), "train_size")]:
+                          (dict(lr=-1.0), "lr"), (dict(train_size=0), "train_size"),
+                          (dict(condition="label"), "condition"),
+                          (dict(p_uncond=1.0), "p_uncond"),
+                          (dict(guidance=float("nan")), "guidance")]:
         with pytest.raises(ValueError, match=match):
             TrainConfig(**kwargs).validate()
 

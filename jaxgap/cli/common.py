@@ -20,9 +20,10 @@ from typing import IO
 from jaxgap import _io, _progress
 
 __all__ = ["CLIError", "OutputFolder", "Stages", "add_data_options", "add_output_options",
-           "data_option", "data_options", "float_at_least", "int_at_least",
-           "json_text", "load_data", "nonnegative_float", "output_folder", "positive_float",
-           "print_notes", "progress_mode", "run_info", "stage_bar", "write_outputs"]
+           "condition_data", "data_option", "data_options", "finite_float", "float_at_least",
+           "int_at_least", "json_text", "load_data", "nonnegative_float", "output_folder",
+           "positive_float", "print_notes", "progress_mode", "run_info", "stage_bar",
+           "write_outputs"]
 
 
 class CLIError(Exception):
@@ -68,6 +69,20 @@ def float_at_least(minimum: float, *, strict: bool) -> Callable[[str], float]:
 
 positive_float = float_at_least(0.0, strict=True)
 nonnegative_float = float_at_least(0.0, strict=False)
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: any finite number (negative too; not ``nan`` or ``inf``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+finite_float.__name__ = "float"
 
 
 def data_option(text: str) -> tuple[str, object]:
@@ -331,6 +346,34 @@ def load_data(name: str, seed: int, options: dict):
         msg = msg[len("name: "):] if msg.startswith("name: ") else msg
         raise CLIError(f"--data: {msg}") from None
     print_notes(ds)
+    return ds
+
+
+def condition_data(ds, granularity: str, train_size: int | None = None):
+    """The dataset with condition ids at ``granularity`` (:meth:`Dataset.with_conditions
+    <jaxgap.data.Dataset.with_conditions>`, on the whole training split), then cut to its
+    first ``train_size`` training points (None: all), then checked
+    (:meth:`~jaxgap.data.Dataset.check_conditions`); ``"none"``: only the cut, no ids.
+
+    Raises:
+      CLIError: ``--condition: ...``: a granularity the data cannot give (no labels, too few
+        points per class), or a validation condition no (kept) training point carries.
+    """
+    if granularity != "none":
+        try:
+            ds = ds.with_conditions(granularity)
+        except ValueError as err:
+            msg = str(err)
+            msg = (msg.removeprefix("granularity: ") if msg.startswith("granularity: ") else
+                   f"{granularity!r} on {ds.name!r}: {msg}")
+            raise CLIError(f"--condition: {msg}") from None
+    if train_size is not None and train_size < ds.num_train:
+        ds = ds.with_train_size(train_size)
+    try:
+        ds.check_conditions()
+    except ValueError as err:
+        raise CLIError(f"--condition: {granularity!r} on {ds.num_train} training points of "
+                       f"{ds.name!r}: {err}") from None
     return ds
 
 

@@ -4,7 +4,13 @@
 error, distances to train and val), ``samples.png`` (image data), ``domain.json`` and
 ``domain.png`` (sampling trajectories against noisy train and val states at the sampler's
 noise levels, :func:`jaxgap.metrics.trajectory_domain`) into ``--out`` and prints a short
-summary."""
+summary.
+
+A conditional denoiser (``--condition`` on a closed form, or a run folder trained with a
+condition) samples under the condition ids of training points drawn uniformly (the key's
+``CONDITIONS`` stream), so the samples follow the training set's condition frequencies;
+each is guided with weight ``--guidance``; copying is measured against all training
+points."""
 
 from __future__ import annotations
 
@@ -19,7 +25,16 @@ import numpy as np
 
 from jaxgap.cli import common
 from jaxgap.cli.common import CLIError
-from jaxgap.cli.gap import DATA_HELP, DENOISERS
+from jaxgap.cli.gap import (
+    CONDITION_HELP,
+    DATA_HELP,
+    DENOISERS,
+    GUIDANCE_HELP,
+    closed_form,
+    condition_text,
+    guidance_weight,
+)
+from jaxgap.data import GRANULARITIES
 
 NAME = "sample"
 HELP = "sample with a denoiser; measure copying and the inference domain"
@@ -29,7 +44,10 @@ DESCRIPTION = ("Draw samples with a closed-form optimal denoiser fit on a datase
                "(1/3-rule copy fraction, distances to train and val), samples.png (image "
                "data: samples beside their nearest training images), domain.json and "
                "domain.png (trajectory states against noisy train/val samples at the "
-               "sampler's noise levels) into --out.")
+               "sampler's noise levels) into --out. A conditional denoiser (--condition, or "
+               "a run trained with one) samples under the conditions of randomly drawn "
+               "training points, guided with --guidance; samples.npz records each sample's "
+               "condition id (cond).")
 SAMPLE_METHODS = ("heun", "euler", "edm")  # jaxgap.sampling.METHODS, without importing JAX
 NUM_BOOTSTRAP = 1000
 
@@ -45,6 +63,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"{DATA_HELP} (default: digits; with a run folder: the run's, and "
                    "only that)")
     common.add_data_options(p, "closed-form denoisers only")
+    p.add_argument("--condition", choices=GRANULARITIES, default=None,
+                   help=f"{CONDITION_HELP}; not none: the conditional closed form (as in "
+                   "'jaxgap gap'); each sample takes the condition of a training point drawn "
+                   "at random (seeded by --seed), so conditions follow their training "
+                   "frequencies; with a run folder: the run's, and only that (default: none; "
+                   "with a run folder: the run's)")
+    p.add_argument("--guidance", type=common.finite_float, default=None, metavar="W",
+                   help=f"{GUIDANCE_HELP}; closed forms: the null condition is the "
+                   "unconditional denoiser of all training points; networks: their learned "
+                   "null token; needs a conditional denoiser (default: 1; with a run folder: "
+                   "the run's evaluation guidance)")
     p.add_argument("--train-size", type=common.int_at_least(2), default=None, metavar="N",
                    help="use the first N training points (default: all; with a run folder: "
                    "the run's)")
@@ -76,6 +105,8 @@ class _Source(NamedTuple):
     data_kw: dict
     seed: int  # sampling, bootstrap and noisy states
     data_seed: int
+    condition: str  # a granularity; "none": unconditional
+    guidance: float | None  # the guidance weight of a conditional denoiser, else None
 
 
 def _run_folder(path: str):
@@ -107,8 +138,11 @@ def _source(args: argparse.Namespace) -> _Source:
     data_kw = common.data_options(args)
     if args.denoiser in DENOISERS:
         seed = args.seed if args.seed is not None else 0
+        condition = args.condition or "none"
+        w = guidance_weight(args.guidance, condition != "none",
+                            f"--denoiser {args.denoiser} and --condition none")
         return _Source(args.denoiser, None, args.data if args.data is not None else "digits",
-                       data_kw, seed, seed)
+                       data_kw, seed, seed, condition, w)
     config = _run_folder(args.denoiser)
     run_dir, out = os.path.abspath(args.denoiser), os.path.abspath(args.out)
     if args.overwrite and os.path.commonpath([run_dir, out]) == out:
@@ -125,8 +159,16 @@ def _source(args: argparse.Namespace) -> _Source:
     if data_kw:
         raise CLIError("--data-opt: not used with a run folder (its data come from its "
                        f"config), got {', '.join(sorted(data_kw))}")
+    if args.condition is not None and args.condition != config.condition:
+        raise CLIError(f"--condition: the run {args.denoiser!r} was trained with condition "
+                       f"{config.condition!r}; leave --condition out or pass that, got "
+                       f"{args.condition!r}")
+    w = guidance_weight(args.guidance, config.conditional,
+                        f"the unconditional run {args.denoiser!r}", default=config.guidance,
+                        need="a run trained with 'jaxgap train --condition'")
     seed = args.seed if args.seed is not None else config.seed
-    return _Source("network", config, config.data, data_kw, seed, config.seed)
+    return _Source("network", config, config.data, data_kw, seed, config.seed,
+                   config.condition, w)
 
 
 def _load(args: argparse.Namespace, src: _Source):
@@ -141,19 +183,20 @@ def _load(args: argparse.Namespace, src: _Source):
         common.print_notes(ds)
     else:
         ds = common.load_data(src.data, src.data_seed, src.data_kw)
-        if args.train_size is not None:
-            if args.train_size > ds.num_train:
-                raise CLIError(f"--train-size: expected at most {ds.num_train} (the "
-                               f"training points of {ds.name!r}), got {args.train_size}")
-            ds = ds.with_train_size(args.train_size)
+        if args.train_size is not None and args.train_size > ds.num_train:
+            raise CLIError(f"--train-size: expected at most {ds.num_train} (the training "
+                           f"points of {ds.name!r}), got {args.train_size}")
+        # conditions on the whole training split, then the cut (nested sets share them)
+        ds = common.condition_data(ds, src.condition, args.train_size)
     if ds.num_train < 2:
         raise CLIError(f"--data: the copy ratio needs at least 2 training points, "
                        f"{ds.name!r} has {ds.num_train}")
     return ds
 
 
-def _load_network(path: str, dim: int):
-    """The EMA network of a run folder, checked to map ``[1, dim]`` to ``[1, dim]``."""
+def _load_network(path: str, dim: int, conditional: bool = False):
+    """The EMA network of a run folder, checked to map ``[1, dim]`` to ``[1, dim]`` (with the
+    null condition when ``conditional``)."""
     import jax.numpy as jnp
 
     from jaxgap import train as train_mod
@@ -171,8 +214,13 @@ def _load_network(path: str, dim: int):
     if den_dim is not None and int(den_dim) != dim:
         raise CLIError(f"--denoiser: dimension mismatch: the network of {path!r} takes "
                        f"d = {int(den_dim)}, its data have d = {dim}")
+    probe = (jnp.zeros((1, dim), jnp.float32), jnp.float32(1.0))
+    if conditional:
+        from jaxgap.denoisers import NULL
+
+        probe += (jnp.full((1,), NULL, jnp.int32),)
     try:
-        out_shape = tuple(den(jnp.zeros((1, dim), jnp.float32), jnp.float32(1.0)).shape)
+        out_shape = tuple(den(*probe).shape)
     except Exception as err:  # a network built for other shapes fails in many ways
         raise CLIError(f"--denoiser: dimension mismatch: the network of {path!r} cannot "
                        f"denoise points of d = {dim}: {type(err).__name__}: {err}") from None
@@ -180,6 +228,19 @@ def _load_network(path: str, dim: int):
         raise CLIError(f"--denoiser: dimension mismatch: the network of {path!r} maps "
                        f"[1, {dim}] to {list(out_shape)}")
     return den
+
+
+def sample_conditions(key, train_cond, num: int) -> np.ndarray:
+    """``[num]`` int32 condition ids of training points drawn uniformly with replacement
+    (the key's ``CONDITIONS`` stream): the samples follow the training set's condition
+    frequencies."""
+    import jax
+
+    from jaxgap import _streams
+
+    index = jax.random.randint(_streams.stream(key, _streams.CONDITIONS), (num,), 0,
+                               len(train_cond))
+    return np.asarray(train_cond, np.int32)[np.asarray(index)]
 
 
 def _grid_index(num_levels: int, num: int | None) -> np.ndarray:
@@ -215,7 +276,8 @@ def _pngs(args, src: _Source, ds, drawn, diag) -> dict[str, bytes]:
     if src.kind == "network":
         short = os.path.basename(os.path.normpath(args.denoiser)) or args.denoiser
     title = (f"{ds.name} / {short}: {args.num} samples, {args.method}, {args.steps} steps "
-             f"(n_train = {ds.num_train}, d = {ds.dim})")
+             f"(n_train = {ds.num_train}, d = {ds.dim}"
+             f"{condition_text(src.condition, src.guidance, ds)})")
     pngs: dict[str, bytes] = {}
     mem = drawn.memorization
     if ds.image_shape is not None:
@@ -254,13 +316,24 @@ def quality_lines(quality: dict | None) -> list[str]:
     return lines
 
 
+def same_condition(cond, nearest, train_cond) -> float | None:
+    """The fraction of samples whose nearest training point carries the sample's own
+    condition (None: unconditional)."""
+    if cond is None:
+        return None
+    return float(np.mean(np.asarray(train_cond)[np.asarray(nearest)] == cond))
+
+
 def _writers(args, src: _Source, ds, drawn, diag, exits, pngs, info: dict,
-             quality: dict | None) -> dict:
+             quality: dict | None, cond) -> dict:
     """The files of ``--out``: samples.npz, memorization.json, quality.json, samples.png
     (image data), domain.json, domain.png."""
     meta = {
         "command": "sample",
         "denoiser": src.kind,
+        "condition": src.condition,
+        "guidance": src.guidance,
+        "num_conditions": ds.num_conditions,
         "run_dir": os.path.abspath(args.denoiser) if src.kind == "network" else None,
         "run_config": json.loads(src.config.to_json()) if src.config is not None else None,
         "data": ds.name,
@@ -280,20 +353,23 @@ def _writers(args, src: _Source, ds, drawn, diag, exits, pngs, info: dict,
     }
     exit_sigmas = [float(s) for s, e in zip(np.asarray(diag.sigmas), exits, strict=True)
                    if e is not None]
-    mem_text = common.json_text({**meta, **drawn.memorization.summary(),
-                          "domain_exit_sigmas": exit_sigmas, **info})
+    mem = drawn.memorization
+    mem_text = common.json_text({**meta, **mem.summary(), "nearest_train_same_condition":
+                                 same_condition(cond, mem.nearest, ds.train_cond),
+                                 "domain_exit_sigmas": exit_sigmas, **info})
     domain_text = common.json_text({**meta, "subsample": {
                                  name: int(diag.sets[name].num_states)
                                  for name in ("noisy_train", "noisy_val")},
                              "trajectories_outside_noisy_train": exits, **diag.to_dict()})
-    traj, mem = drawn.trajectory, drawn.memorization
+    traj = drawn.trajectory
+    per_sample = {} if cond is None else {"cond": cond}  # each sample's condition id
 
     def write_npz(f):
         np.savez(f, samples=np.asarray(drawn.samples), sigma=np.asarray(traj.sigma),
                  x=np.asarray(traj.x), denoised=np.asarray(traj.denoised),
                  sigma_hat=np.asarray(traj.sigma_hat), copy_ratio=mem.copy_ratio,
                  nearest_train_index=mem.nearest, distance_to_train=mem.to_train,
-                 distance_to_val=mem.to_val)
+                 distance_to_val=mem.to_val, **per_sample)
 
     quality_text = common.json_text({**meta, "quality": quality, **info})
     writers = {"samples.npz": write_npz,
@@ -312,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
 
     import jax
 
-    from jaxgap.denoisers import EmpiricalDenoiser, GaussianDenoiser
+    from jaxgap.denoisers import guided
     from jaxgap.metrics import domain_exits, measure_quality, sample_and_measure, trajectory_domain
 
     start = time.perf_counter()
@@ -322,24 +398,25 @@ def run(args: argparse.Namespace) -> int:
         ds = _load(args, src)
         st.done("load")
 
-        st.start("denoiser", "load network" if src.kind == "network"
-                 else f"fit {src.kind} denoiser")
-        if src.kind == "empirical":
-            den = EmpiricalDenoiser(ds.train)
-        elif src.kind == "gaussian":
-            den = GaussianDenoiser.from_data(ds.train)
+        conditional = src.guidance is not None
+        st.start("denoiser", "load network" if src.kind == "network" else
+                 f"fit {'conditional ' if conditional else ''}{src.kind} denoiser")
+        if src.kind == "network":
+            den = _load_network(args.denoiser, ds.dim, conditional)
+            den = guided(den, src.guidance) if conditional else den
         else:
-            den = _load_network(args.denoiser, ds.dim)
+            den = closed_form(src.kind, ds, src.guidance)
         st.done("denoiser")
 
         out_dir = folder.prepare()  # before any long computation: results need somewhere to go
 
         st.bar.set_description_str(f"sample {args.num} x {args.steps} steps, memorization")
         key = jax.random.PRNGKey(src.seed)
+        cond = sample_conditions(key, ds.train_cond, args.num) if conditional else None
         drawn = sample_and_measure(key, den, ds.train, ds.val, num=args.num,
                                    num_steps=args.steps, method=args.method,
-                                   s_churn=args.s_churn, num_bootstrap=NUM_BOOTSTRAP,
-                                   name="--denoiser")
+                                   s_churn=args.s_churn, cond=cond,
+                                   num_bootstrap=NUM_BOOTSTRAP, name="--denoiser")
         st.record("sample", drawn.seconds["sample"])
         st.record("metrics", drawn.seconds["memorization"])
 
@@ -350,7 +427,8 @@ def run(args: argparse.Namespace) -> int:
         st.start("domain", "inference-domain diagnostics")
         levels = _grid_index(args.steps, args.diagnostic_sigmas)
         sig = drawn.trajectory.sigma[:-1][levels]  # the trajectory states sit at these sigmas
-        diag = trajectory_domain(key, den if src.kind == "empirical" else ds.train, ds.val,
+        plain_empirical = src.kind == "empirical" and not conditional  # reuse its statistics
+        diag = trajectory_domain(key, den if plain_empirical else ds.train, ds.val,
                                  sig, {"trajectories": drawn.trajectory.x[:-1][levels]},
                                  num=args.num)
         exits = domain_exits(diag)
@@ -362,20 +440,25 @@ def run(args: argparse.Namespace) -> int:
 
         st.start("write", f"write {args.out}")
         writers = _writers(args, src, ds, drawn, diag, exits, pngs, common.run_info(start, st),
-                           quality)
+                           quality, cond)
         written = common.write_outputs(out_dir, writers)
         st.done("write")
 
     mem = drawn.memorization
     print(f"{ds.name} / {args.denoiser if src.kind == 'network' else src.kind}: {args.num} "
           f"samples, {args.method}, {args.steps} steps; n_train = {ds.num_train}, n_val = "
-          f"{ds.num_val}, d = {ds.dim}, seed = {src.seed}")
+          f"{ds.num_val}, d = {ds.dim}{condition_text(src.condition, src.guidance, ds)}, "
+          f"seed = {src.seed}")
     print(f"memorized (copy ratio < 1/3): {float(mem.memorized.fraction):.3f} +- "
           f"{float(mem.memorized.se):.3f} (bootstrap se); copy ratio mean "
           f"{np.mean(mem.copy_ratio):.3f}, median {np.median(mem.copy_ratio):.3f}")
     print(f"mean nearest distance: to train {np.mean(mem.to_train):.4g}, to val "
           f"{np.mean(mem.to_val):.4g}; closer to train than to val: "
           f"{100 * np.mean(mem.to_train < mem.to_val):.1f}%")
+    if cond is not None:
+        print(f"nearest training point of the sample's own condition: "
+              f"{100 * same_condition(cond, mem.nearest, ds.train_cond):.1f}% "
+              f"({len(np.unique(cond))} of {ds.num_conditions} conditions drawn)")
     print(_exit_summary(diag, exits))
     print("\n".join(quality_lines(quality)))
     names = [os.path.basename(p) for p in written]

@@ -4,7 +4,6 @@ one device, all local devices, or many hosts, and plot it."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -88,13 +87,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from jaxgap.sweep.run import check_folder, run_sweep
-    from jaxgap.sweep.spec import load_spec
-    from jaxgap.train import TrainConfig, load_data
+    from jaxgap.sweep.spec import data_size, load_spec
 
-    def num_train(config: TrainConfig) -> int:
-        return load_data(dataclasses.replace(config, train_size=None, train_offset=0)).num_train
-
-    spec = load_spec(args.spec, num_train=num_train)  # ValueError: one line, exit status 2
+    spec = load_spec(args.spec, num_train=data_size)  # ValueError: one line, exit status 2
     lead = jax.process_index() == 0
     if lead:
         check_folder(spec, args.out, resume=args.resume)

@@ -1,5 +1,6 @@
-"""``jaxgap train``: train a score network, recording the per-sigma gap over training
-(:func:`jaxgap.train.train_and_evaluate`), and draw the gap over training."""
+"""``jaxgap train``: train a score network, unconditional or conditional (``--condition``,
+classifier-free guidance training with ``--p-uncond``), recording the per-sigma gap over
+training (:func:`jaxgap.train.train_and_evaluate`), and draw the gap over training."""
 
 from __future__ import annotations
 
@@ -11,14 +12,31 @@ import time
 
 from jaxgap import _io
 from jaxgap.cli import common
-from jaxgap.cli.gap import DATA_HELP
+from jaxgap.cli.gap import CONDITION_HELP, DATA_HELP, GUIDANCE_HELP, guidance_weight
+from jaxgap.data import GRANULARITIES
 
 NAME = "train"
 HELP = "train a score network, tracking the gap over training"
 DESCRIPTION = ("Train an EDM-preconditioned network with the EDM loss; every --eval-every "
                "steps record per-sigma train/val losses (raw and EMA weights) in "
                "metrics.jsonl; checkpoint every --ckpt-every steps (orbax); --resume "
-               "continues.")
+               "continues. With --condition, the network is conditional on the data's "
+               "condition ids (a class embedding with a null class; labels dropped with "
+               "probability --p-uncond) and its evaluations are guided with --guidance.")
+
+
+def probability(text: str) -> float:
+    """An argparse type: a number in ``[0, 1)``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+probability.__name__ = "float"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,6 +51,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=("mlp", "unet"), default=d.model,
                    help=f"network: an MLP on flat points, or a U-Net on image data (default: "
                    f"{d.model})")
+    p.add_argument("--condition", choices=GRANULARITIES, default=d.condition,
+                   help=f"{CONDITION_HELP}; not none: a conditional network D(x, sigma, c) "
+                   "trained on each example's condition id (default: none, unconditional)")
+    p.add_argument("--p-uncond", type=probability, default=None, metavar="P",
+                   help="probability that a training example's condition is replaced by the "
+                   "null condition, so one network serves every guidance weight; in [0, 1); "
+                   f"needs --condition (default: {d.p_uncond:g})")
+    p.add_argument("--guidance", type=common.finite_float, default=None, metavar="W",
+                   help=f"{GUIDANCE_HELP}; the weight of the network's evaluations in "
+                   "metrics.jsonl (and the default of 'jaxgap sample' on this run); the null "
+                   f"condition is the network's learned null token; needs --condition "
+                   f"(default: {d.guidance:g})")
     p.add_argument("--train-size", type=count, default=None, metavar="N",
                    help="train on the first N training examples (default: all)")
     p.add_argument("--steps", type=count, default=d.steps, metavar="T",
@@ -76,7 +106,18 @@ def _config(args: argparse.Namespace):
                   lr=args.lr, eval_every=args.eval_every, ckpt_every=args.ckpt_every,
                   eval_sigmas=args.eval_sigmas, eval_num_noise=args.eval_num_noise,
                   eval_train_size=args.eval_train_size, eval_val_size=args.eval_val_size,
-                  seed=args.seed)
+                  seed=args.seed, condition=args.condition)
+    conditional = args.condition != "none"
+    w = guidance_weight(args.guidance, conditional, "--condition none",
+                        default=TrainConfig.guidance)
+    if args.p_uncond is not None and not conditional:
+        raise common.CLIError(f"--p-uncond: expected a conditional network (pass --condition "
+                              f"{'|'.join(GRANULARITIES[1:])}), got --p-uncond "
+                              f"{args.p_uncond:g} with --condition none")
+    if conditional:
+        fields["guidance"] = w
+        if args.p_uncond is not None:
+            fields["p_uncond"] = args.p_uncond
     if args.width is not None:
         fields["width"] = args.width
     if args.depth is not None:
@@ -85,6 +126,20 @@ def _config(args: argparse.Namespace):
         return TrainConfig(**fields).validate()
     except ValueError as err:
         raise common.CLIError(str(err)) from None
+
+
+def _data_error(msg: str, config) -> str:
+    """A :func:`jaxgap.train.load_data` error as the one line naming its argument."""
+    if msg.startswith("train_size"):
+        return f"--train-size{msg[len('train_size'):]}"
+    if msg.startswith("granularity: "):  # labels the data do not have
+        return f"--condition: {msg.removeprefix('granularity: ')}"
+    if msg.startswith("val_cond: "):  # a validation condition without training points
+        return (f"--condition: {config.condition!r} on train_size = "
+                f"{config.train_size or 'all'}: {msg}")
+    if msg.startswith(("k: ", "groups: ")):  # too few points per class for the granularity
+        return f"--condition: {config.condition!r} on {config.data!r}: {msg}"
+    return f"--data: {msg.removeprefix('name: ')}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,10 +154,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             ds = load_data(config)
         except ValueError as err:
-            msg = str(err)
-            raise common.CLIError(f"--train-size{msg[len('train_size'):]}"
-                                  if msg.startswith("train_size") else
-                                  f"--data: {msg.removeprefix('name: ')}") from None
+            raise common.CLIError(_data_error(str(err), config)) from None
         common.print_notes(ds)
         n_tr = min(ds.num_train, config.train_size or ds.num_train)
         e_tr, e_va = min(n_tr, config.eval_train_size), min(ds.num_val, config.eval_val_size)
@@ -128,13 +180,18 @@ def run(args: argparse.Namespace) -> int:
                                   if msg.startswith("out: ") else msg) from None
         rows = read_metrics(out_dir)
         png = io.BytesIO()
+        cond = (f", condition {config.condition}, w = {config.guidance:g}"
+                if config.conditional else "")
         plot_gap_over_training(rows, png, title=f"{config.data} / {config.model}, "
-                               f"n_train = {config.train_size or 'all'}")
+                               f"n_train = {config.train_size or 'all'}{cond}")
         _io.write_bytes(os.path.join(out_dir, "gap_over_training.png"), png.getvalue())
     figure = os.path.join(args.out, "gap_over_training.png")
     last = summary["last"]
     k = curve_peak(last["sigmas"], last["ema_gap"], return_index=True)[2]
-    print(f"trained {config.model} for {config.steps} steps on {config.data} in "
+    what = (f"conditional {config.model} (condition {config.condition}, p_uncond "
+            f"{config.p_uncond:g}, evaluated at w = {config.guidance:g})" if config.conditional
+            else config.model)
+    print(f"trained {what} for {config.steps} steps on {config.data} in "
           f"{time.perf_counter() - start:.1f} s; {len(rows)} evaluations in "
           f"{os.path.join(args.out, 'metrics.jsonl')}")
     print(f"final EMA gap is largest at sigma = {last['sigmas'][k]:.4g} "

@@ -9,6 +9,13 @@ Synthetic datasets carry their generating distribution as a :class:`Truth` (a Ga
 mixture; a single Gaussian is one component), so closed-form denoisers, population losses
 and theory can be compared with the finite sample.
 
+Conditions: :func:`conditions` gives every training and validation example an integer
+condition id at a granularity of :data:`GRANULARITIES` (``"none"``, ``"coarse"`` groups of
+classes, ``"class"``, ``"fine"`` sub-clusters within classes, ``"random"`` ids);
+:meth:`Dataset.with_conditions` attaches them to a dataset (``train_cond``, ``val_cond``,
+``num_conditions``, ``condition``) and :func:`check_conditions` refuses a condition that
+validation examples carry but no training point does.
+
 Data values are checked where they enter: :func:`load` (through :class:`Dataset`) refuses
 NaN/inf entries, non-numeric arrays and validation sets of fewer than 2 points, so nothing
 downstream reads them back to check again. User files are read as a user expects: a
@@ -17,7 +24,7 @@ are mapped to ``[-1, 1]`` like ``uint8`` ones, and what was decided on the user'
 kept in :attr:`Dataset.notes` for a program to show.
 The loaders live in private modules (``_builtin``: digits and synthetic data, ``_files``:
 npz/npy arrays, ``_convert``: the layout and scale rules for files, ``_dataset``: the
-containers); import everything from :mod:`jaxgap.data`.
+containers, ``_conditions``: condition ids); import everything from :mod:`jaxgap.data`.
 
 All randomness comes from ``numpy.random.default_rng(seed)``; the same ``name``, ``seed`` and
 keywords give identical arrays, and no global random state is read or written.
@@ -41,10 +48,12 @@ from typing import Any
 import numpy as np
 
 from jaxgap.data._builtin import load_digits, load_gaussian, load_gmm, load_manifold
+from jaxgap.data._conditions import GRANULARITIES, Conditions, check_conditions, conditions
 from jaxgap.data._dataset import Dataset, Truth
 from jaxgap.data._files import load_file
 
-__all__ = ["DATASET_NAMES", "Dataset", "Truth", "load"]
+__all__ = ["DATASET_NAMES", "GRANULARITIES", "Conditions", "Dataset", "Truth",
+           "check_conditions", "conditions", "load"]
 
 #: Names accepted by :func:`load` (file-backed ones take a path after the colon).
 DATASET_NAMES = ("digits", "gaussian", "gmm", "manifold", "npz:PATH", "npy:PATH")
@@ -86,10 +95,11 @@ def load(name: str = "digits", *, seed: int = 0, **kwargs: Any) -> Dataset:
       with ``np.savez``. Training/validation arrays are taken from the first present key of
       ``train, x_train, train_images`` and ``val, x_val, val_images, test, x_test,
       test_images``; labels from ``train_labels, y_train`` and ``val_labels, y_val,
-      test_labels, y_test``. Without a validation key, the training array (or else one of
-      ``x, data, images``, or else the archive's only non-label array, labels from
-      ``labels, y``) is split with a seeded permutation, ``num_val`` defaulting to
-      ``max(2, n // 10)``. Pickled (object) arrays are refused.
+      test_labels, y_test``. Without a validation key, the training array (labels from
+      ``train_labels, y_train, labels, y``; or else one of ``x, data, images``, or else the
+      archive's only non-label array, labels from ``labels, y``) is split with a seeded
+      permutation, ``num_val`` defaulting to ``max(2, n // 10)``. Pickled (object) arrays
+      are refused. The labels define the classes of :func:`conditions`.
     - ``"npy:PATH"`` (``num_val=None, channels_first=None, scale="auto"``): one array saved
       with ``np.save``, split as above.
 

@@ -141,6 +141,12 @@ class Dataset:
       notes: what loading decided on the user's behalf, one sentence each (e.g. a
         channels-first array moved to channels-last, float images in ``[0, 1]`` mapped to
         ``[-1, 1]``), for a program to show or record; ``()`` when nothing was decided.
+      train_cond: ``[n_train]`` int32 condition id of each training point, in
+        ``[0, num_conditions)``, or None (see :meth:`with_conditions`).
+      val_cond: ``[n_val]`` int32 condition id of each validation point, or None.
+      num_conditions: number of conditions (ids ``0..num_conditions-1``), or None.
+      condition: the granularity the ids come from (e.g. ``"class"``), or None. The four
+        condition fields are all set or all None.
     """
 
     train: Float[np.ndarray, "n_train d"]
@@ -151,6 +157,10 @@ class Dataset:
     val_labels: Int[np.ndarray, " n_val"] | None = None
     truth: Truth | None = None
     notes: tuple[str, ...] = ()
+    train_cond: Int[np.ndarray, " n_train"] | None = None
+    val_cond: Int[np.ndarray, " n_val"] | None = None
+    num_conditions: int | None = None
+    condition: str | None = None
 
     def __post_init__(self):
         shapes = {}
@@ -201,6 +211,34 @@ class Dataset:
                 isinstance(s, str) for s in notes):
             raise ValueError(f"notes: expected a tuple of str, got {notes!r}")
         object.__setattr__(self, "notes", tuple(notes))
+        self._check_condition_fields()
+
+    def _check_condition_fields(self) -> None:
+        fields = ("train_cond", "val_cond", "num_conditions", "condition")
+        given = [f for f in fields if getattr(self, f) is not None]
+        if not given:
+            return
+        if len(given) < len(fields):
+            missing = [f for f in fields if f not in given]
+            raise ValueError(f"{missing[0]}: expected the condition fields {list(fields)} all "
+                             f"set or all None, got {given} set and {missing} None")
+        num = self.num_conditions
+        if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
+            raise ValueError(f"num_conditions: expected an integer >= 1, got {num!r}")
+        if not isinstance(self.condition, str) or not self.condition:
+            raise ValueError(f"condition: expected a granularity name (a non-empty str), got "
+                             f"{self.condition!r}")
+        for field, n in (("train_cond", self.num_train), ("val_cond", self.num_val)):
+            c = np.asarray(getattr(self, field))
+            if c.dtype.kind not in "iu" or c.shape != (n,):
+                raise ValueError(f"{field}: expected an integer array of shape [{n}], got "
+                                 f"dtype {c.dtype} and shape {list(c.shape)}")
+            if c.min() < 0 or c.max() >= num:
+                raise ValueError(f"{field}: expected condition ids in [0, {num}) "
+                                 f"(num_conditions = {num}), got values in "
+                                 f"[{c.min()}, {c.max()}]")
+            object.__setattr__(self, field, readonly(c, np.int32))
+        object.__setattr__(self, "num_conditions", int(num))
 
     def __repr__(self) -> str:
         def labels(y):
@@ -211,6 +249,8 @@ class Dataset:
                 f"val=[{self.num_val}, {self.dim}] float32, image_shape={self.image_shape}, "
                 f"train_labels={labels(self.train_labels)}, "
                 f"val_labels={labels(self.val_labels)}, truth={truth}"
+                + (f", condition={self.condition!r}, num_conditions={self.num_conditions}"
+                   if self.condition is not None else "")
                 + (f", notes={self.notes}" if self.notes else "") + ")")
 
     @property
@@ -234,7 +274,8 @@ class Dataset:
 
         The training set is already shuffled (for split data) or i.i.d. (synthetic), so the
         first ``n`` points are a random subset; nested sizes give nested training sets.
-        Validation data, labels of the kept points, truth and notes are unchanged.
+        Validation data, truth, notes and the condition definition are unchanged; the
+        labels and condition ids (``train_cond``) of the kept points are kept with them.
 
         Args:
           n: number of training points to keep, ``1 <= n <= num_train - offset``.
@@ -254,7 +295,65 @@ class Dataset:
                              f"available training points from offset {offset}), got {n}")
         keep = slice(offset, offset + n)
         labels = None if self.train_labels is None else self.train_labels[keep]
-        return dataclasses.replace(self, train=self.train[keep], train_labels=labels)
+        cond = None if self.train_cond is None else self.train_cond[keep]
+        return dataclasses.replace(self, train=self.train[keep], train_labels=labels,
+                                   train_cond=cond)
+
+    def with_conditions(self, granularity: str, **kwargs) -> Dataset:
+        """Return the same dataset carrying condition ids at ``granularity``.
+
+        The ids come from :func:`jaxgap.data.conditions` (``k``, ``groups`` and ``seed``
+        pass through), fit on this dataset's training points as they are. Compute them on
+        the full training split and cut afterwards with :meth:`with_train_size`: the kept
+        points keep their ids, so nested training sets share one definition (e.g. the same
+        ``"fine"`` centroids).
+
+        Args:
+          granularity: one of :data:`jaxgap.data.GRANULARITIES`.
+          **kwargs: ``k``, ``groups``, ``seed`` of :func:`jaxgap.data.conditions`.
+
+        Returns:
+          A :class:`Dataset` with ``train_cond``, ``val_cond``, ``num_conditions`` and
+          ``condition`` set.
+
+        Example:
+          >>> from jaxgap import data
+          >>> ds = data.load("digits").with_conditions("class").with_train_size(100)
+          >>> ds.condition, ds.num_conditions, ds.train_cond.shape, ds.val_cond.dtype
+          ('class', 10, (100,), dtype('int32'))
+        """
+        from jaxgap.data._conditions import conditions
+
+        c = conditions(self, granularity, **kwargs)
+        return dataclasses.replace(self, train_cond=c.train, val_cond=c.val,
+                                   num_conditions=c.num, condition=c.granularity)
+
+    def check_conditions(self) -> Dataset:
+        """Refuse a condition carried by validation examples but by no training point.
+
+        Consumers of conditional data call it at their public boundary: such a condition
+        has no training points to average over. A dataset without conditions passes.
+
+        Returns:
+          This dataset (for chaining).
+
+        Raises:
+          ValueError: naming the condition ids and how many validation examples carry them
+            (see :func:`jaxgap.data.check_conditions`).
+
+        Example:
+          >>> from jaxgap import data
+          >>> ds = data.load("digits").with_conditions("fine").with_train_size(20)
+          >>> ds.check_conditions()  # doctest: +ELLIPSIS
+          Traceback (most recent call last):
+          ...
+          ValueError: val_cond: expected condition ids carried by some training point, got ids [...] (in ... of 300 validation examples) that no training point (of 20) carries; ...
+        """  # noqa: E501
+        if self.train_cond is not None:
+            from jaxgap.data._conditions import check_conditions
+
+            check_conditions(self.train_cond, self.val_cond)
+        return self
 
 
 def size(value, name: str) -> int:

@@ -162,7 +162,9 @@ def load_npz_arrays(loaded, arg: str) -> dict[str, np.ndarray]:
             single = candidates[0]
         picked = {"single": single, "labels": first(_SINGLE_LABEL_KEYS)}
     else:
-        picked["train_labels"] = first(_TRAIN_LABEL_KEYS)
+        # Labels of a training array that is split: also a plain `labels` or `y` array.
+        picked["train_labels"] = first(_TRAIN_LABEL_KEYS + (
+            _SINGLE_LABEL_KEYS if picked["val"] is None else ()))
         picked["val_labels"] = first(_VAL_LABEL_KEYS) if picked["val"] is not None else None
     out = {}
     for role, key in picked.items():

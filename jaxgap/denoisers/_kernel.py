@@ -30,6 +30,12 @@ either their approximate logit (when displaced from the running candidate set) o
 one. No step relies on two computations of a logit agreeing bit for bit (XLA may fuse and
 round them differently). Points outside the final candidate set either carry negligible
 weight or have logits whose float32 error is small against their spread.
+
+Conditions: with point ``labels [N]`` and per-query condition ids ``cond [M]``, query ``m``
+sees only the points with ``labels_i == cond_m`` (every point when ``cond_m`` is
+:data:`~jaxgap._protocol.NULL`): the other points' logits are set to ``-inf`` inside the same
+streamed matmul (same FLOPs), before the candidate selection, so the exact re-evaluation
+applies to each query's own points.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxgap._exact import exact_sq_dist_diff, top_k
+from jaxgap._protocol import NULL
 
 
 class Posterior(NamedTuple):
@@ -64,8 +71,12 @@ class Posterior(NamedTuple):
     nearest: jax.Array
 
 
-def _posterior_block(x, xc, inv_var, y, h, *, chunk_size, num_exact):
+def _posterior_block(x, xc, inv_var, y, h, labels=None, cond=None, *, chunk_size, num_exact):
     """Posterior for one block of queries ``x [B, d]`` with ``inv_var [B]`` (= 1 / v).
+
+    With ``labels [N]`` and ``cond [B]``, query ``b`` sees the points with
+    ``labels == cond[b]`` only (all points where ``cond[b] == NULL``); a query that sees no
+    point gets NaN (callers check conditions first).
 
     ``xc = x - c`` and ``h = |y - c|^2 / 2`` for a centre ``c``: the approximate logits
     ``xc . y - h`` (equal to ``-|x - y|^2 / 2`` up to a per-query constant) then carry
@@ -105,17 +116,24 @@ def _posterior_block(x, xc, inv_var, y, h, *, chunk_size, num_exact):
         h_c = lax.dynamic_slice_in_dim(h, start, chunk, axis=0)
         idx = start + jnp.arange(chunk, dtype=jnp.int32)
         logits = (jnp.dot(xc, y_c.T, precision=hi) - h_c[None, :]) * inv_var[:, None]
-        logits = jnp.where((idx >= start_nominal)[None, :], logits, -jnp.inf)
+        keep = (idx >= start_nominal)[None, :]
+        if labels is not None:
+            lab_c = lax.dynamic_slice_in_dim(labels, start, chunk, axis=0)
+            keep = keep & ((lab_c[None, :] == cond[:, None]) | (cond == NULL)[:, None])
+        logits = jnp.where(keep, logits, -jnp.inf)
         m_new = jnp.maximum(m, jnp.max(logits, axis=1))
-        scale = jnp.exp(m - m_new)
+        # The reference of the exponentials: m_new, or 0 while a query has seen no point of
+        # its condition (m_new = -inf; its sums are still 0).
+        m_ref = m_new if labels is None else jnp.where(m_new > -jnp.inf, m_new, 0.0)
+        scale = jnp.exp(m - m_ref)
         z, z2, s = z * scale, z2 * scale * scale, s * scale[:, None]
         if k_top == 0:
-            p = jnp.exp(logits - m_new[:, None])
+            p = jnp.exp(logits - m_ref[:, None])
             return (m_new, z + jnp.sum(p, axis=1), z2 + jnp.sum(p * p, axis=1),
                     s + jnp.dot(p, y_c, precision=hi), top_v, top_i)
         cv, ci = top_k(logits, k_chunk)
         # The chunk's best are kept aside, by index (so whatever their rounding elsewhere).
-        p = jnp.exp(logits - m_new[:, None]).at[rows, ci].set(0.0)
+        p = jnp.exp(logits - m_ref[:, None]).at[rows, ci].set(0.0)
         z, z2 = z + jnp.sum(p, axis=1), z2 + jnp.sum(p * p, axis=1)
         s = s + jnp.dot(p, y_c, precision=hi)
         # Merge the chunk's best into the running candidates; accumulate the displaced ones.
@@ -125,7 +143,7 @@ def _posterior_block(x, xc, inv_var, y, h, *, chunk_size, num_exact):
         all_v = jnp.take_along_axis(all_v, order, axis=1)
         all_i = jnp.take_along_axis(all_i, order, axis=1)
         out_v, out_i = all_v[:, k_top:], all_i[:, k_top:]
-        z, z2, s = accumulate(z, z2, s, jnp.exp(out_v - m_new[:, None]), rows_of(out_i))
+        z, z2, s = accumulate(z, z2, s, jnp.exp(out_v - m_ref[:, None]), rows_of(out_i))
         return m_new, z, z2, s, all_v[:, :k_top], all_i[:, :k_top]
 
     init = (
@@ -164,7 +182,8 @@ def _posterior_block(x, xc, inv_var, y, h, *, chunk_size, num_exact):
     return Posterior(mean, log_z, top / z, z2 / (z * z), nearest)
 
 
-def posterior(x, var, y, center, half_sq, *, chunk_size=2048, query_block=512, num_exact=4):
+def posterior(x, var, y, center, half_sq, labels=None, cond=None, *, chunk_size=2048,
+              query_block=512, num_exact=4):
     """Exact streaming posterior of the points ``y`` for queries ``x`` at variances ``var``.
 
     Args:
@@ -173,27 +192,36 @@ def posterior(x, var, y, center, half_sq, *, chunk_size=2048, query_block=512, n
       y: ``[N, d]`` points (the training set).
       center: ``[d]`` a centre ``c`` of the points (their mean), for conditioning.
       half_sq: ``[N]`` ``|y_i - c|^2 / 2``, precomputed once.
+      labels: optional ``[N]`` integer condition ids of the points (``>= 0``).
+      cond: ``[M]`` integer condition ids of the queries, with ``labels``: query ``m`` sees
+        the points with ``labels == cond[m]``, or all points where ``cond[m] == NULL``
+        (-1). A query whose condition no point carries gets NaN.
       chunk_size: number of points per streamed chunk.
       query_block: number of queries evaluated together (bounds the ``[B, chunk]`` logits).
       num_exact: candidates per query whose logits are re-evaluated exactly.
 
     Returns:
       :class:`Posterior` with ``[M, ...]`` fields; ``log_normalizer`` is
-      ``log sum_i exp(-|x - y_i|^2 / 2v)``.
+      ``log sum_i exp(-|x - y_i|^2 / 2v)`` over the points the query sees; ``nearest``
+      indexes ``y``.
     """
     m_q = x.shape[0]
     inv_var = 1.0 / var
     xc = x - center[None, :]
-    run = lambda xb, xcb, ivb: _posterior_block(  # noqa: E731
-        xb, xcb, ivb, y, half_sq, chunk_size=chunk_size, num_exact=num_exact)
+    masked = labels is not None
+    run = lambda xb, xcb, ivb, cb=None: _posterior_block(  # noqa: E731
+        xb, xcb, ivb, y, half_sq, labels, cb, chunk_size=chunk_size, num_exact=num_exact)
     if m_q <= query_block:
-        out = run(x, xc, inv_var)
+        out = run(x, xc, inv_var, cond)
     else:
         nb = -(-m_q // query_block)
         pad = nb * query_block - m_q
         blocks = lambda a: jnp.pad(a, ((0, pad), (0, 0))).reshape(nb, query_block, -1)  # noqa: E731
         ivp = jnp.pad(inv_var, (0, pad), constant_values=1.0).reshape(nb, query_block)
-        out = lax.map(lambda a: run(*a), (blocks(x), blocks(xc), ivp))
+        args = (blocks(x), blocks(xc), ivp)
+        if masked:
+            args += (jnp.pad(cond, (0, pad), constant_values=NULL).reshape(nb, query_block),)
+        out = lax.map(lambda a: run(*a), args)
         out = jax.tree.map(lambda t: t.reshape((nb * query_block,) + t.shape[2:])[:m_q], out)
     # -|x - y|^2 / 2 = xc . y - |y - c|^2 / 2 - (xc . c + |xc|^2 / 2)
     const = jnp.dot(xc, center, precision=lax.Precision.HIGHEST) + 0.5 * jnp.sum(xc * xc, -1)

@@ -13,6 +13,21 @@ samplers and metrics take them unchanged. flax 0.12 ``nnx`` modules are pytrees:
 straight through ``jax.jit``; differentiate with ``nnx.split``/``nnx.merge`` or
 ``nnx.value_and_grad``.
 
+Built with ``num_classes = C > 0``, a network is conditional, ``D(x, sigma, cond)`` with
+ids ``cond`` in ``[0, C)`` or ``NULL`` (-1): a class embedding table
+:math:`E \in \mathbb{R}^{(C + 1) \times \mathrm{emb\_dim}}`, whose row ``C`` is the
+learned null token, is added to the noise embedding that every block receives,
+
+.. math::
+    e = \mathrm{NoiseEmbedding}(c_\mathrm{noise}(\sigma)) + E_{\iota(c)}, \qquad
+    \iota(c) = c \;(0 \le c < C), \quad \iota(\mathrm{NULL}) = C.
+
+``E`` is zero-initialized and built after every other submodule: with the same seed, the
+other weights are those of the unconditional network, and at initialization both compute
+the same function. ``D(x, sigma, NULL)`` is the unconditional term of classifier-free
+guidance (:func:`jaxgap.denoisers.guided`); training replaces labels by ``NULL`` with a
+small probability so that one network serves every guidance weight.
+
 Example:
   >>> import jax, jax.numpy as jnp
   >>> from flax import nnx
@@ -21,6 +36,9 @@ Example:
   >>> x, sigma = jnp.zeros((4, 16)), jnp.full((4,), 0.5)
   >>> jax.jit(lambda D, x, s: D(x, s))(D, x, sigma).shape   # D passes through jit
   (4, 16)
+  >>> C = nets.MLPDenoiser(16, width=16, depth=1, emb_dim=8, num_classes=10, rngs=nnx.Rngs(0))
+  >>> C.conditional, C(x, sigma, jnp.array([0, 3, 9, -1])).shape  # -1: NULL, the null token
+  (True, (4, 16))
 
 References:
   T. Karras, M. Aittala, T. Aila, S. Laine. Elucidating the Design Space of Diffusion-Based

@@ -1,4 +1,5 @@
-r"""Noise-level embedding: Fourier features of ``c_noise`` followed by a small MLP."""
+r"""Noise-level embedding (Fourier features of ``c_noise`` and a small MLP) and the class
+embedding of conditional networks, added to it."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float
 
-from jaxgap._checks import positive_float, positive_int
+from jaxgap._checks import positive_float, positive_int, shape_str
+from jaxgap._protocol import NULL
 
-__all__ = ["NoiseEmbedding"]
+__all__ = ["NoiseEmbedding", "class_embedding", "embed_noise_and_class"]
+
+_zeros = nnx.initializers.zeros_init()
 
 
 class NoiseEmbedding(nnx.Module):
@@ -62,3 +66,58 @@ class NoiseEmbedding(nnx.Module):
         angles = c_noise[:, None] * freqs[None, :]
         features = jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
         return nnx.silu(self.linear1(nnx.silu(self.linear0(features))))
+
+
+def class_embedding(num_classes: int, emb_dim: int, *, rngs: nnx.Rngs) -> nnx.Embed:
+    r"""The class embedding table :math:`E \in \mathbb{R}^{(C + 1) \times e}` of a
+    conditional network: rows ``0 .. C - 1`` for the conditions, row ``C`` the learned null
+    token (the condition ``NULL``).
+
+    Zero-initialized: a fresh conditional network computes exactly what the unconditional
+    network with the same seed computes (``e + 0 = e``), for every condition and ``NULL``,
+    and starts from EDM's ``D = c_skip x`` like it; training separates the rows (each
+    receives the gradient of its own examples only), so no random symmetry breaking is
+    needed. Build it after every other submodule: its draw from ``rngs`` then comes last,
+    and the other weights are those of the unconditional network with the same seed.
+    """
+    return nnx.Embed(num_classes + 1, emb_dim, embedding_init=_zeros, rngs=rngs)
+
+
+def embed_noise_and_class(net, c_noise: Float[Array, " n"], cond) -> Float[Array, "n emb"]:
+    r"""The embedding a raw network's blocks receive: the noise embedding, plus the class
+    embedding of ``cond`` when the network is conditional.
+
+    .. math::
+        e(c_\mathrm{noise}, c) = \mathrm{NoiseEmbedding}(c_\mathrm{noise}) + E_{\iota(c)},
+        \qquad \iota(c) = c \text{ for } 0 \le c < C, \quad \iota(\mathrm{NULL}) = C.
+
+    Args:
+      net: a raw network with ``embed`` (a :class:`NoiseEmbedding`), ``num_classes`` ``C``
+        and, when ``C > 0``, ``class_embed`` (from :func:`class_embedding`).
+      c_noise: ``[n]`` noise conditioning.
+      cond: None for an unconditional network; ``[n]`` integer ids in ``[0, C)`` or
+        ``NULL`` (-1) for a conditional one. Other ids are not checked here (the embedding
+        lookup fills them with NaN); :class:`jaxgap.nets.EDMPrecond` checks them.
+
+    Raises:
+      ValueError: naming ``cond``: given to an unconditional network, missing for a
+        conditional one, not integers or not of shape ``[n]``.
+    """
+    emb = net.embed(c_noise)
+    if not net.num_classes:
+        if cond is not None:
+            raise ValueError(f"cond: expected None for the unconditional {type(net).__name__} "
+                             f"(num_classes = 0), got {type(cond).__name__}")
+        return emb
+    if cond is None:
+        raise ValueError(f"cond: expected integer condition ids in [0, {net.num_classes}) or "
+                         f"NULL = {NULL} for the conditional {type(net).__name__}, got None")
+    cond = jnp.asarray(cond)
+    if not jnp.issubdtype(cond.dtype, jnp.integer):
+        raise ValueError(f"cond: expected an integer array of condition ids, got dtype "
+                         f"{cond.dtype}")
+    if cond.shape != c_noise.shape:
+        raise ValueError(f"cond: expected shape {shape_str(c_noise.shape)} (one id per "
+                         f"example), got shape {shape_str(cond.shape)}")
+    index = jnp.where(cond == NULL, net.num_classes, cond)
+    return emb + net.class_embed(index).astype(emb.dtype)

@@ -18,7 +18,7 @@ DENOISER_KINDS = ("mlp", "unet")
 
 
 def make_denoiser(kind: str, dim: int, image_shape=None, *, seed: int = 0,
-                  **kwargs) -> EDMPrecond:
+                  num_classes: int = 0, **kwargs) -> EDMPrecond:
     """Build an EDM-preconditioned network denoiser from a kind name.
 
     Args:
@@ -27,15 +27,21 @@ def make_denoiser(kind: str, dim: int, image_shape=None, *, seed: int = 0,
       image_shape: ``(H, W, C)`` with ``H * W * C == d``; required for ``"unet"``, checked
         against ``dim`` (and otherwise unused) for ``"mlp"``.
       seed: integer seed of ``nnx.Rngs`` for the initial weights.
+      num_classes: number of conditions ``C >= 0``: 0 builds an unconditional denoiser
+        ``D(x, sigma)``; ``C > 0`` a conditional one ``D(x, sigma, cond)`` with ids in
+        ``[0, C)`` and ``NULL`` (a zero-initialized class embedding added to the noise
+        embedding; the other weights are those of the unconditional network with the same
+        seed).
       **kwargs: keyword arguments of the chosen class (``width``, ``depth``, ``channels``,
         ``blocks_per_level``, ``emb_dim``, ``sigma_data``, ...).
 
     Returns:
-      The denoiser, an ``nnx.Module`` obeying the protocol ``D(x, sigma)``.
+      The denoiser, an ``nnx.Module`` obeying the protocol ``D(x, sigma)`` (or
+      ``D(x, sigma, cond)`` when ``num_classes > 0``).
 
     Raises:
       ValueError: an unknown ``kind``, a missing or inconsistent ``image_shape``, a bad
-        ``dim`` or ``seed``.
+        ``dim``, ``seed`` or ``num_classes``.
 
     Example:
       >>> from flax import nnx
@@ -49,6 +55,7 @@ def make_denoiser(kind: str, dim: int, image_shape=None, *, seed: int = 0,
                          f"got {kind!r}")
     dim = positive_int(dim, "dim")
     seed = positive_int(seed, "seed", minimum=0)
+    num_classes = positive_int(num_classes, "num_classes", minimum=0)
     if image_shape is not None:
         image_shape = check_image_shape(image_shape)
         if math.prod(image_shape) != dim:
@@ -56,7 +63,7 @@ def make_denoiser(kind: str, dim: int, image_shape=None, *, seed: int = 0,
                              f"{image_shape} (product {math.prod(image_shape)})")
     rngs = nnx.Rngs(seed)
     if kind == "mlp":
-        return MLPDenoiser(dim, rngs=rngs, **kwargs)
+        return MLPDenoiser(dim, num_classes=num_classes, rngs=rngs, **kwargs)
     if image_shape is None:
         raise ValueError("image_shape: expected (H, W, C) for kind='unet', got None")
-    return UNetDenoiser(image_shape, rngs=rngs, **kwargs)
+    return UNetDenoiser(image_shape, num_classes=num_classes, rngs=rngs, **kwargs)

@@ -6,7 +6,10 @@ A raw network ``F(x_in, c_noise)`` becomes a denoiser obeying jaxgap's protocol
 .. math::
     D(x, \sigma) = c_\mathrm{skip}(\sigma)\, x
                  + c_\mathrm{out}(\sigma)\, F\bigl(c_\mathrm{in}(\sigma)\, x,\;
-                   c_\mathrm{noise}(\sigma)\bigr).
+                   c_\mathrm{noise}(\sigma)\bigr);
+
+a conditional raw network ``F(x_in, c_noise, cond)`` (``num_classes > 0``) becomes a
+conditional denoiser ``D(x, sigma, cond)``, the condition passed to ``F`` unchanged.
 
 References:
   T. Karras, M. Aittala, T. Aila, S. Laine. Elucidating the Design Space of Diffusion-Based
@@ -19,14 +22,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxgap._checks import float_array, guard_positive, positive_float, positive_int, sigma_shape
 from jaxgap._jit import jit
+from jaxgap._protocol import NULL, check_cond
 
 __all__ = ["EDMPrecond", "check_image_shape", "param_count"]
 
@@ -64,6 +69,15 @@ def _sigma_batch(sigma, batch_shape: tuple[int, ...], dtype):
     return sig
 
 
+def _guard_cond(result, cond, num_classes: int):
+    """``result`` unchanged, with an in-graph check that every id of ``cond`` is ``NULL`` or
+    in ``[0, num_classes)`` (as :func:`jaxgap._checks.guard_positive` for ``sigma``)."""
+    ok = (cond == NULL) | ((cond >= 0) & (cond < num_classes))
+    return eqx.error_if(result, ~ok, f"cond: expected condition ids in [0, {num_classes}) or "
+                                     f"NULL = {NULL}, got another id (checked inside the "
+                                     f"compiled call)")
+
+
 class EDMPrecond(nnx.Module):
     r"""EDM-preconditioned denoiser around a raw network ``F``.
 
@@ -84,9 +98,25 @@ class EDMPrecond(nnx.Module):
     takes it unchanged. Batch dimensions are flattened before ``F`` is called and restored
     after.
 
+    Conditional denoisers: when the raw network has ``num_classes = C > 0`` (its class
+    embedding is added to the noise embedding, see :class:`jaxgap.nets.MLP`), the denoiser
+    follows the conditional protocol,
+
+    .. math::
+        D(x, \sigma, c) = c_\mathrm{skip}\, x + c_\mathrm{out}\,
+        F(c_\mathrm{in}\, x, c_\mathrm{noise}, c),
+        \qquad c \in \{0, \dots, C - 1\} \cup \{\mathrm{NULL}\},
+
+    with ``NULL`` (-1, :data:`jaxgap.denoisers.NULL`) the learned null token, the
+    ``D(x, sigma, NULL)`` term of classifier-free guidance (:func:`jaxgap.denoisers.guided`).
+    Its instance attribute ``conditional`` is then True (the class attribute, False, stays
+    for unconditional ones), which jaxgap's consumers read to pass their ``cond=``.
+
     Args:
       net: the raw network, a callable ``F(x_in: [n, d], c_noise: [n]) -> [n, d]`` (usually
-        an ``nnx.Module``, e.g. :class:`jaxgap.nets.MLP` or :class:`jaxgap.nets.UNet`).
+        an ``nnx.Module``, e.g. :class:`jaxgap.nets.MLP` or :class:`jaxgap.nets.UNet`); a
+        conditional one has an integer attribute ``num_classes > 0`` and takes
+        ``F(x_in, c_noise, cond: [n])``.
       dim: data dimension ``d`` (images flattened in HWC order: ``d = H * W * C``).
       sigma_data: standard deviation of the data per dimension, a scalar ``> 0``.
 
@@ -94,6 +124,8 @@ class EDMPrecond(nnx.Module):
       net: the raw network ``F``.
       dim: ``d``.
       sigma_data: :math:`\sigma_d` (a Python float, static in the pytree).
+      num_classes: ``C``, the raw network's condition count (0: unconditional).
+      conditional: True for a conditional denoiser ``D(x, sigma, cond)``, else False.
 
     Example:
       >>> from jaxgap.nets import MLP
@@ -103,6 +135,10 @@ class EDMPrecond(nnx.Module):
       (3, 16)
       >>> D(x, 0.5).round(4)[0, :4]  # F = 0 at initialization: D = c_skip x = x / 2
       Array([0.5, 0.5, 0.5, 0.5], dtype=float32)
+      >>> C = EDMPrecond(MLP(16, width=16, depth=1, emb_dim=8, num_classes=3,
+      ...                    rngs=nnx.Rngs(0)), 16)
+      >>> C.conditional, C(x, 0.5, jnp.array([0, 2, NULL])).shape  # one id per example
+      (True, (3, 16))
 
     References:
       Karras et al. (2022), Table 1 ("Network and preconditioning") and Eq. (7);
@@ -115,13 +151,64 @@ class EDMPrecond(nnx.Module):
         if not callable(net):
             raise ValueError(f"net: expected a callable F(x_in, c_noise), got "
                              f"{type(net).__name__}")
+        num_classes = getattr(net, "num_classes", 0)
         self.net = net
         self.dim = positive_int(dim, "dim")
         self.sigma_data = positive_float(sigma_data, "sigma_data")
+        self.num_classes = positive_int(num_classes, "net.num_classes", minimum=0)
+        if self.num_classes:
+            self.conditional = True  # the protocol D(x, sigma, cond)
 
-    def __call__(self, x: Float[ArrayLike, "*batch d"],
-                 sigma: Float[ArrayLike, "*#batch"]) -> Float[Array, "*batch d"]:
-        r"""Denoise ``x`` at noise level ``sigma``.
+    def _cond_batch(self, cond, batch_shape: tuple[int, ...]):
+        """``cond`` checked and broadcast to ``batch_shape`` (None for an unconditional
+        denoiser): host values as NumPy int32 (free; their ids are checked here), a
+        ``jax.Array`` or tracer as a JAX int32 array (ids checked in-graph, no host sync)."""
+        name = type(self).__name__
+        if not self.num_classes:
+            if cond is not None:
+                raise ValueError(f"cond: expected None for the unconditional {name} (it takes "
+                                 f"D(x, sigma); build it with num_classes > 0 for "
+                                 f"D(x, sigma, cond)), got {type(cond).__name__}")
+            return None
+        if cond is None:
+            raise ValueError(f"cond: expected integer condition ids in [0, {self.num_classes})"
+                             f" or NULL = {NULL} for the conditional {name} (it takes "
+                             f"D(x, sigma, cond)), got None")
+        out = check_cond(cond, batch_shape)  # dtype and shape
+        if isinstance(cond, jax.Array):  # device values and tracers: not read back
+            return out if out.shape == tuple(batch_shape) else jnp.broadcast_to(out, batch_shape)
+        values = np.asarray(cond)
+        bad = (values != NULL) & ((values < 0) | (values >= self.num_classes))
+        if np.any(bad):
+            raise ValueError(f"cond: expected condition ids in [0, {self.num_classes}) or "
+                             f"NULL = {NULL}, got {int(values[bad].flat[0])}")
+        return np.broadcast_to(values.astype(np.int32), batch_shape)
+
+    def check_cond(self, cond, batch_shape: tuple[int, ...] = ()):
+        """Check condition ids at a consumer's public boundary (jaxgap's consumers and
+        :func:`jaxgap.denoisers.guided` call it through the protocol's check).
+
+        Args:
+          cond: integer ids broadcastable to ``batch_shape``, each in ``[0, num_classes)``
+            or ``NULL``; None for an unconditional denoiser.
+          batch_shape: the batch shape the ids are for.
+
+        Returns:
+          ``cond`` as an int32 JAX array of shape ``batch_shape`` (None when the denoiser
+          is unconditional and ``cond`` is None).
+
+        Raises:
+          ValueError: naming ``cond``: missing for a conditional denoiser, given to an
+            unconditional one, not integers, a shape that does not broadcast to
+            ``batch_shape``, or (host values) an id outside ``[0, num_classes)`` other than
+            ``NULL``.
+        """
+        out = self._cond_batch(cond, tuple(batch_shape))
+        return None if out is None else jnp.asarray(out)
+
+    def __call__(self, x: Float[ArrayLike, "*batch d"], sigma: Float[ArrayLike, "*#batch"],
+                 cond: Int[ArrayLike, "*#batch"] | None = None) -> Float[Array, "*batch d"]:
+        r"""Denoise ``x`` at noise level ``sigma`` (and condition ``cond``).
 
         Args:
           x: ``[..., d]`` noisy states (flattened images in HWC order).
@@ -130,30 +217,43 @@ class EDMPrecond(nnx.Module):
             ``jax.Array`` or a traced ``sigma`` is checked inside the compiled call
             (``equinox.error_if``: a run-time error, under ``jax.jit``, ``vmap`` and
             ``grad`` too; ``EQX_ON_ERROR`` chooses what a failed check does).
+          cond: a conditional denoiser's condition ids, integers broadcastable to
+            ``x.shape[:-1]``, each in ``[0, num_classes)`` or ``NULL`` (-1, the null
+            token); None (the default) for an unconditional denoiser. Checked like
+            ``sigma``: host values before the call, a ``jax.Array`` or traced ``cond``
+            inside the compiled call.
 
         Returns:
-          ``[..., d]`` denoised states :math:`D(x, \sigma)`, the shape of ``x``.
+          ``[..., d]`` denoised states :math:`D(x, \sigma)` or :math:`D(x, \sigma, c)`,
+          the shape of ``x``.
 
         Raises:
           ValueError: ``x`` of rank 0 or with a last dimension other than ``d``, a
-            ``sigma`` whose shape does not broadcast to ``x.shape[:-1]`` (shapes checked at
-            trace time), or a host ``sigma`` with a value ``<= 0``, NaN or inf.
+            ``sigma`` or ``cond`` whose shape does not broadcast to ``x.shape[:-1]``
+            (shapes checked at trace time), a host ``sigma`` with a value ``<= 0``, NaN or
+            inf; ``cond`` missing (conditional), given (unconditional), not integers, or a
+            host id outside ``[0, num_classes)`` other than ``NULL``.
           RuntimeError: at run time, a device or traced ``sigma`` with a value ``<= 0``,
-            NaN or inf (the message starts ``sigma: expected finite values > 0``; under
-            ``jax.grad`` JAX reports it as a ``ValueError``).
+            NaN or inf (the message starts ``sigma: expected finite values > 0``), or a
+            device or traced ``cond`` with an id outside ``[0, num_classes)`` other than
+            ``NULL`` (``cond: expected condition ids``); under ``jax.grad`` JAX reports
+            them as a ``ValueError``.
         """
         x = float_array(x, "x", min_ndim=1, dim=self.dim, allow_empty=True, finite=False)
         sigma = _sigma_batch(sigma, x.shape[:-1], x.dtype)
-        return self._guarded(x, sigma)
+        cond = self._cond_batch(cond, x.shape[:-1])
+        return self._guarded(x, sigma, cond)
 
     @jit
-    def _guarded(self, x, sigma):
-        """``_denoise(x, sigma)`` with ``sigma`` checked in-graph (<= 0, NaN, inf raise)."""
-        return guard_positive(self._denoise(x, sigma), sigma)
+    def _guarded(self, x, sigma, cond=None):
+        """``_denoise(x, sigma, cond)`` with ``sigma`` (<= 0, NaN, inf) and ``cond`` (ids
+        outside ``[0, num_classes)`` other than ``NULL``) checked in-graph."""
+        out = guard_positive(self._denoise(x, sigma, cond), sigma)
+        return out if cond is None else _guard_cond(out, cond, self.num_classes)
 
     @jit
-    def _denoise(self, x: Float[Array, "*batch d"],
-                 sigma: Float[Array, "*batch"]) -> Float[Array, "*batch d"]:
+    def _denoise(self, x: Float[Array, "*batch d"], sigma: Float[Array, "*batch"],
+                 cond: Int[Array, "*batch"] | None = None) -> Float[Array, "*batch d"]:
         """EDM's preconditioning on checked inputs; ``F`` sees a flat batch ``[n, d]``.
 
         Compiled (:func:`jaxgap._jit.jit`): an eager call runs one program per input shape
@@ -172,7 +272,10 @@ class EDMPrecond(nnx.Module):
         c_in = 1.0 / norm
         c_noise = jnp.log(sigma[:, 0]) / 4.0
 
-        f_x = self.net(c_in * x, c_noise)
+        if cond is None:
+            f_x = self.net(c_in * x, c_noise)
+        else:
+            f_x = self.net(c_in * x, c_noise, cond.reshape(n))
         d_x = c_skip * x + c_out * f_x
         return d_x.reshape(*batch_shape, self.dim)
 

@@ -6,10 +6,10 @@ import math
 
 import jax.numpy as jnp
 from flax import nnx
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 from jaxgap._checks import positive_float, positive_int
-from jaxgap.nets._embedding import NoiseEmbedding
+from jaxgap.nets._embedding import NoiseEmbedding, class_embedding, embed_noise_and_class
 from jaxgap.nets._precond import EDMPrecond, check_image_shape
 
 __all__ = ["UNet", "UNetDenoiser"]
@@ -72,7 +72,7 @@ def _downsample(x: Float[Array, "n h w c"]):
 
 
 class UNet(nnx.Module):
-    r"""The raw network ``F(x_in, c_noise)`` of :class:`UNetDenoiser`.
+    r"""The raw network ``F(x_in, c_noise[, cond])`` of :class:`UNetDenoiser`.
 
     For images ``(H, W, C)`` stored flat as ``[n, H * W * C]`` (HWC order, as
     :mod:`jaxgap.data` stores them). With ``L = len(channels)`` levels:
@@ -90,16 +90,31 @@ class UNet(nnx.Module):
     GroupNorm uses ``gcd(channels, 8)`` groups. ``H`` and ``W`` must be divisible by
     ``2 ** (L - 1)``.
 
+    The embedding ``e`` every residual block receives is the :class:`NoiseEmbedding` of
+    ``c_noise``; with ``num_classes = K > 0`` (conditional) a class embedding table
+    :math:`E \in \mathbb{R}^{(K + 1) \times \mathrm{emb\_dim}}` (row ``K`` the null token) is
+    added to it,
+
+    .. math::
+        e = \mathrm{NoiseEmbedding}(c_\mathrm{noise}) + E_{\iota(c)}, \qquad
+        \iota(c) = c \;(0 \le c < K), \quad \iota(\mathrm{NULL}) = K,
+
+    zero-initialized and built after every other submodule (so with the same seed the other
+    weights are bit for bit those of the unconditional U-Net, and at initialization the two
+    compute the same function).
+
     Args:
       image_shape: ``(H, W, C)``.
       channels: channels per resolution level, e.g. ``(32, 64)``.
       blocks_per_level: residual blocks per level on each path, ``>= 1``.
       emb_dim: noise-embedding size (even).
+      num_classes: number of conditions ``K >= 0`` (0: unconditional).
       rngs: ``nnx.Rngs`` for the initial weights.
     """
 
     def __init__(self, image_shape, *, channels=(32, 64), blocks_per_level: int = 1,
-                 emb_dim: int = 64, rngs: nnx.Rngs):
+                 emb_dim: int = 64, num_classes: int = 0, rngs: nnx.Rngs):
+        self.num_classes = positive_int(num_classes, "num_classes", minimum=0)
         height, width, c_img = check_image_shape(image_shape)
         channels = _channels(channels)
         blocks_per_level = positive_int(blocks_per_level, "blocks_per_level")
@@ -138,12 +153,16 @@ class UNet(nnx.Module):
         self.norm_out = nnx.GroupNorm(c, num_groups=_groups(c), rngs=rngs)
         self.conv_out = nnx.Conv(c, c_img, (3, 3), kernel_init=_zeros, bias_init=_zeros,
                                  rngs=rngs)
+        if self.num_classes:  # last: the weights above are the unconditional U-Net's
+            self.class_embed = class_embedding(self.num_classes, emb_dim, rngs=rngs)
 
-    def __call__(self, x_in: Float[Array, "n d"],
-                 c_noise: Float[Array, " n"]) -> Float[Array, "n d"]:
-        """Args: ``x_in: [n, H*W*C]``, ``c_noise: [n]``. Returns: ``F: [n, H*W*C]``."""
+    def __call__(self, x_in: Float[Array, "n d"], c_noise: Float[Array, " n"],
+                 cond: Int[Array, " n"] | None = None) -> Float[Array, "n d"]:
+        """Args: ``x_in: [n, H*W*C]``, ``c_noise: [n]``, ``cond: [n]`` condition ids in
+        ``[0, num_classes)`` or ``NULL`` (conditional network only; None otherwise).
+        Returns: ``F: [n, H*W*C]``."""
         n = x_in.shape[0]
-        emb = self.embed(c_noise)
+        emb = embed_noise_and_class(self, c_noise, cond)
         h = self.conv_in(x_in.reshape(n, *self.image_shape))
         skips = []
         for i, level in enumerate(self.down):
@@ -171,7 +190,10 @@ class UNetDenoiser(EDMPrecond):
     with ``F`` a small :class:`UNet`. Input and output are flat ``[..., H * W * C]``
     vectors in HWC order (reshaped internally), so it obeys jaxgap's denoiser protocol (see
     :class:`EDMPrecond`) exactly like the closed-form denoisers. The output conv is
-    zero-initialized: initially ``D = c_skip * x``.
+    zero-initialized: initially ``D = c_skip * x``. With ``num_classes = K > 0`` it is
+    conditional, ``D(x, sigma, cond)``: a zero-initialized class embedding (``K``
+    conditions and a learned null token for ``NULL``) is added to the noise embedding (see
+    :class:`UNet`).
 
     Args:
       image_shape: ``(H, W, C)``, e.g. ``(8, 8, 1)`` for the digits, ``(32, 32, 3)`` for
@@ -179,6 +201,7 @@ class UNetDenoiser(EDMPrecond):
       channels: channels per resolution level.
       blocks_per_level: residual blocks per level on each path, ``>= 1``.
       emb_dim: noise-embedding size, an even integer.
+      num_classes: number of conditions ``K >= 0`` (0: unconditional).
       sigma_data: standard deviation of the data per dimension, ``> 0``.
       rngs: ``nnx.Rngs`` (e.g. ``nnx.Rngs(0)``); the same seed gives the same weights.
 
@@ -198,9 +221,10 @@ class UNetDenoiser(EDMPrecond):
     """
 
     def __init__(self, image_shape, *, channels=(32, 64), blocks_per_level: int = 1,
-                 emb_dim: int = 64, sigma_data: float = 0.5, rngs: nnx.Rngs):
+                 emb_dim: int = 64, num_classes: int = 0, sigma_data: float = 0.5,
+                 rngs: nnx.Rngs):
         sigma_data = positive_float(sigma_data, "sigma_data")  # before building the net
         net = UNet(image_shape, channels=channels, blocks_per_level=blocks_per_level,
-                   emb_dim=emb_dim, rngs=rngs)
+                   emb_dim=emb_dim, num_classes=num_classes, rngs=rngs)
         super().__init__(net, net.dim, sigma_data=sigma_data)
         self.image_shape = net.image_shape

@@ -13,7 +13,6 @@ killed sweep resumes inside the group it was running and never recomputes a fini
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import time
@@ -27,7 +26,13 @@ from jax.experimental import multihost_utils
 from jaxgap import _io, _mc, _progress, _streams
 from jaxgap import data as _data
 from jaxgap import noise as _noise
-from jaxgap.denoisers import EmpiricalDenoiser, GaussianDenoiser
+from jaxgap.denoisers import (
+    ConditionalEmpiricalDenoiser,
+    ConditionalGaussianDenoiser,
+    EmpiricalDenoiser,
+    GaussianDenoiser,
+    guided,
+)
 from jaxgap.ensemble import Ensemble, fit, member_data, program_key, to_host
 from jaxgap.losses import gap_curve
 from jaxgap.metrics import (
@@ -39,7 +44,7 @@ from jaxgap.metrics import (
     sample_and_measure,
 )
 from jaxgap.sweep import analysis, tables
-from jaxgap.sweep.spec import Member, SweepSpec
+from jaxgap.sweep.spec import Member, SweepSpec, data_size
 from jaxgap.theory import PositionError
 from jaxgap.train import load_data
 
@@ -142,7 +147,8 @@ def _measure(spec, cache, members, denoisers, datasets) -> list[dict]:
             continue
         key = _streams.stream(jax.random.PRNGKey(m.seed), _streams.SAMPLING)
         run = sample_and_measure(key, den, ds.train, ds.val, num=spec.num_samples,
-                                 num_steps=spec.sampler_steps,
+                                 num_steps=spec.sampler_steps, cond=_sample_conds(key, m, ds,
+                                                                                  spec),
                                  num_bootstrap=spec.num_bootstrap,
                                  name=f"point {m.point} seed {m.seed} half {m.half}")
         samples = np.asarray(run.samples)
@@ -169,6 +175,16 @@ def _measure(spec, cache, members, denoisers, datasets) -> list[dict]:
     return rows
 
 
+def _sample_conds(key, m: Member, ds, spec: SweepSpec):
+    """A conditional model's sample conditions: those of training points drawn uniformly
+    (the training set's condition frequencies); None for an unconditional model."""
+    if not m.config.conditional:
+        return None
+    pick = jax.random.randint(_streams.stream(key, _streams.CONDITIONS), (spec.num_samples,),
+                              0, ds.num_train)
+    return np.asarray(ds.train_cond)[np.asarray(pick)]
+
+
 def _tidy(spec, members, rows) -> tuple[list[dict], list[dict]]:
     """Rows of ``fit`` (or of the closed forms) as rows of the two tables."""
     losses, samples = [], []
@@ -192,6 +208,10 @@ def _tidy(spec, members, rows) -> tuple[list[dict], list[dict]]:
 
 
 def _closed_form(m: Member, ds, model: str):
+    if m.config.conditional:
+        den = (ConditionalEmpiricalDenoiser(ds.train, ds.train_cond) if model == "empirical"
+               else ConditionalGaussianDenoiser.from_data(ds.train, ds.train_cond))
+        return guided(den, m.config.guidance)
     if model == "empirical":
         return EmpiricalDenoiser(ds.train)
     if model == "gaussian":
@@ -222,9 +242,13 @@ def _run_group(spec, members, folder: Path, *, mesh, progress, cache, lead, desc
             ds = load_data(m.config)
             den = _closed_form(m, ds, spec.model)
             key = _streams.stream(jax.random.PRNGKey(m.seed), _streams.EVAL_NOISE)
+            tc = vc = None
+            if m.config.conditional:
+                tc = ds.train_cond[: m.config.eval_train_size]
+                vc = ds.val_cond[: m.config.eval_val_size]
             curve = gap_curve(key, den, ds.train[: m.config.eval_train_size],
-                              ds.val[: m.config.eval_val_size], sigmas,
-                              num_noise=m.config.eval_num_noise, mesh=mesh)
+                              ds.val[: m.config.eval_val_size], sigmas, train_cond=tc,
+                              val_cond=vc, num_noise=m.config.eval_num_noise, mesh=mesh)
             curve = to_host(curve._asdict())
             rows.append({"kind": "loss", "step": 0, "member": i,
                          "sigmas": np.asarray(sigmas, np.float64).tolist(),
@@ -240,7 +264,8 @@ def _run_group(spec, members, folder: Path, *, mesh, progress, cache, lead, desc
     configs = [m.config for m in members] + [members[-1].config] * pad
     data = member_data(configs)
     ds0 = data.datasets[0]
-    ens = Ensemble.create(configs, dim=ds0.dim, image_shape=ds0.image_shape)
+    ens = Ensemble.create(configs, dim=ds0.dim, image_shape=ds0.image_shape,
+                          classes=data.classes)
 
     def on_sample(step, host):
         dens = [ens.denoiser(host, i) for i in range(len(padded))]
@@ -279,9 +304,7 @@ def run_sweep(spec: SweepSpec, out, *, resume: bool = False, mesh=None,
     if lead:
         check_folder(spec, out, resume=resume)
     t0 = time.perf_counter()
-    num_train = lambda c: load_data(dataclasses.replace(c, train_size=None,  # noqa: E731
-                                                        train_offset=0)).num_train
-    groups = _groups(spec, num_train)
+    groups = _groups(spec, data_size)
     if lead:
         (out / GROUPS).mkdir(parents=True, exist_ok=True)
         _io.write_text(out / SPEC, spec.to_json())

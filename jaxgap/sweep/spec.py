@@ -33,9 +33,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from jaxgap.train import TrainConfig
+from jaxgap.train import TrainConfig, load_data
 
-__all__ = ["CLOSED_FORMS", "MODELS", "Member", "SweepSpec", "load_spec", "parse_spec"]
+__all__ = ["CLOSED_FORMS", "MODELS", "Member", "SweepSpec", "data_size", "load_spec",
+           "parse_spec"]
 
 PARTNER_SEED = 1_000_000
 """The disjoint-halves partner of seed ``s`` trains with seed ``s + PARTNER_SEED``
@@ -52,8 +53,10 @@ SWEEP_KEYS = {
 """``[sweep]`` keys besides the :class:`~jaxgap.train.TrainConfig` fields."""
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"seed", "model", "data_seed"}
 DATA_FIELDS = {"data", "data_options", "train_size", "train_offset", "eval_sigmas",
-               "sigma_min", "sigma_max", "eval_num_noise", "eval_train_size", "eval_val_size"}
-"""The fields a closed-form model depends on (its training set and its evaluation)."""
+               "sigma_min", "sigma_max", "eval_num_noise", "eval_train_size", "eval_val_size",
+               "condition", "guidance"}
+"""The fields a closed-form model depends on (its training set, its conditions, its
+evaluation)."""
 MLP_ONLY, UNET_ONLY = {"width", "depth"}, {"channels"}
 
 
@@ -153,6 +156,16 @@ class SweepSpec:
         return json.dumps(self.raw, indent=2, sort_keys=True)
 
 
+def data_size(config: TrainConfig) -> int:
+    """The training examples the config's data holds (the ``num_train`` check of
+    :func:`parse_spec`); a conditional config whose own training set fits is loaded whole,
+    so a validation condition that none of its training examples carries fails here."""
+    n = load_data(dataclasses.replace(config, train_size=None, train_offset=0)).num_train
+    if config.conditional and config.train_offset + (config.train_size or 0) <= n:
+        load_data(config)
+    return n
+
+
 def _fail(msg: str):
     raise ValueError(msg)
 
@@ -219,6 +232,15 @@ def parse_spec(doc: dict, *, num_train: Any = None) -> SweepSpec:
             dataclasses.replace(base, **fields).validate()
     except (ValueError, TypeError) as err:
         _fail(f"spec: {err}")
+    conditions = set(grid.get("condition", [base.condition]))
+    for name in ("guidance", "p_uncond"):
+        where = "grid" if name in grid else "sweep" if name in sweep else None
+        if where and conditions == {"none"}:
+            _fail(f"{where}.{name}: changes nothing for an unconditional model (condition = "
+                  "'none'); set condition")
+    if model == "position_error" and conditions != {"none"}:
+        _fail("condition: the position_error model has no conditional form; use empirical "
+              "or gaussian")
     seeds = sweep.get("seeds", 1)
     if isinstance(seeds, int):
         if seeds < 1:

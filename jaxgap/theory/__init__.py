@@ -4,6 +4,9 @@
   :func:`with_error`, :func:`loss_expansion`, :func:`position_error_field`.
 - :mod:`~jaxgap.theory.linearized`: first-order propagation through the sampler, Jacobians.
 - :mod:`~jaxgap.theory.closed_form`: closed-form train/validation losses of two toy models.
+- :mod:`~jaxgap.theory.conditional`: per-condition memorization thresholds of the optimal
+  conditional denoiser (the Gaussian REM limit with per-condition counts) and their
+  measurement.
 - :mod:`~jaxgap.theory.evidence`: sweeps, fits and validity checks of the position-error
   model (every function that takes a PRNG key takes it first).
 """
@@ -14,6 +17,15 @@ from jaxgap.theory.closed_form import (
     gap_peak,
     gaussian_losses,
     two_point_losses,
+)
+from jaxgap.theory.conditional import (
+    ConditionalGap,
+    ConditionalThresholds,
+    ConditionStats,
+    condition_stats,
+    conditional_losses,
+    conditional_thresholds,
+    loss_onset,
 )
 from jaxgap.theory.error_models import (
     InputNoiseError,
@@ -49,10 +61,12 @@ from jaxgap.theory.linearized import (
     position_error_jacobian,
 )
 
-__all__ = ["ClosedFormGap", "DeltaFit", "DeltaSweep", "FirstOrderCheck", "FirstOrderGap",
-           "FlowFields", "GaussianPhase", "InputNoiseError", "KernelWidthError", "LogitNoiseError",
+__all__ = ["ClosedFormGap", "ConditionStats", "ConditionalGap", "ConditionalThresholds",
+           "DeltaFit", "DeltaSweep", "FirstOrderCheck", "FirstOrderGap", "FlowFields",
+           "GaussianPhase", "InputNoiseError", "KernelWidthError", "LogitNoiseError",
            "LossExpansion", "PositionError", "PositionErrorField", "TrainSizeSweep", "WithError",
-           "default_fit_deltas", "delta_sweep", "denoiser_jacobian", "empirical_jacobian",
-           "first_order_check", "first_order_gap", "fit_delta", "flow_fields", "gap_peak",
-           "gap_vs_train_size", "gaussian_losses", "linearized_sampling", "loss_expansion",
+           "condition_stats", "conditional_losses", "conditional_thresholds", "default_fit_deltas",
+           "delta_sweep", "denoiser_jacobian", "empirical_jacobian", "first_order_check",
+           "first_order_gap", "fit_delta", "flow_fields", "gap_peak", "gap_vs_train_size",
+           "gaussian_losses", "linearized_sampling", "loss_expansion", "loss_onset",
            "position_error_field", "position_error_jacobian", "two_point_losses", "with_error"]
