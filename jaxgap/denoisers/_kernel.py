@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxgap._checks import positive_int
 from jaxgap._exact import exact_sq_dist_diff, top_k
 from jaxgap._protocol import NULL
 
@@ -266,3 +267,14 @@ def merge_shards(x, inv_var, parts: Posterior, best_rows):
     winner = jnp.argmax(log_a, axis=0)
     nearest = jnp.take_along_axis(parts.nearest, winner[None], axis=0)[0]
     return Posterior(mean, log_z, 1.0 / z, sum_sq, nearest)
+
+
+def prepare(train, chunk_size, query_block, num_exact):
+    """What a streaming denoiser stores besides its (checked) training set:
+    ``(center [d], half_sq_norms [N], chunk_size, query_block, num_exact)``, the options
+    checked (``num_exact >= 0``)."""
+    center = jnp.mean(train, axis=0)
+    half_sq_norms = 0.5 * jnp.sum((train - center[None, :]) ** 2, axis=1)
+    return (center, half_sq_norms, positive_int(chunk_size, "chunk_size"),
+            positive_int(query_block, "query_block"),
+            positive_int(num_exact, "num_exact", minimum=0))

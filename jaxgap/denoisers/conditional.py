@@ -215,12 +215,9 @@ class ConditionalEmpiricalDenoiser(_Conditional):
         self.labels, size = _check_labels(labels, int(train.shape[0]), num_conditions)
         self.counts = jnp.bincount(self.labels, length=size).astype(jnp.int32)
         self.train = train
-        self.center = jnp.mean(train, axis=0)
-        self.half_sq_norms = 0.5 * jnp.sum((train - self.center[None, :]) ** 2, axis=1)
+        (self.center, self.half_sq_norms, self.chunk_size, self.query_block,
+         self.num_exact) = _kernel.prepare(train, chunk_size, query_block, num_exact)
         self.dim = int(train.shape[1])
-        self.chunk_size = positive_int(chunk_size, "chunk_size")
-        self.query_block = positive_int(query_block, "query_block")
-        self.num_exact = positive_int(num_exact, "num_exact", minimum=0)
 
     @property
     def num_points(self) -> int:
