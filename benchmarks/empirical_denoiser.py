@@ -2,8 +2,11 @@
 
 Speed workload (the issue's): 1024 queries, 8192 training points, d = 784, sigma = 1,
 float32, FLOPs counted as 4 * M * N * d (two matmuls). Rows: jaxgap, the plain float32
-matmul ceiling measured in this process (X @ Y^T, rate = 2MNd / t), a naive broadcast
-implementation, and the torch.cdist + softmax + matmul formula when torch is importable.
+matmul ceiling measured in this process (X @ Y^T, rate = 2MNd / t), the conditional
+denoiser (10 conditions, a different condition per query in one batch; it streams over all N
+points and masks the others, so its FLOPs are counted as the unconditional one's), a naive
+broadcast implementation, and the torch.cdist + softmax + matmul formula when torch is
+importable.
 
 Accuracy workload: data uniform in [-1, 1], d = 3072, queries halfway between two training
 points plus N(0, 0.002^2) noise per coordinate; the largest per-query relative error
@@ -26,7 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import environment, median_time, print_table, write_json  # noqa: E402
 
-from jaxgap.denoisers import EmpiricalDenoiser  # noqa: E402
+from jaxgap.denoisers import ConditionalEmpiricalDenoiser, EmpiricalDenoiser  # noqa: E402
 
 try:  # torch is only a peer to compare against; jaxgap never depends on it
     import torch
@@ -82,6 +85,13 @@ def speed(m, n, d, repeats):
     rows.append({"impl": "jaxgap EmpiricalDenoiser", "seconds": t, "gflops": flops / t / 1e9})
     rows.append({"impl": "matmul ceiling (X @ Y^T)", "seconds": 2 * t_mm,
                  "gflops": ceiling})
+    labels = rng.integers(0, 10, n).astype(np.int32)
+    cond = jnp.asarray(rng.integers(0, 10, m), jnp.int32)
+    cden = ConditionalEmpiricalDenoiser(y, labels)
+    fc = jax.jit(lambda D, q, c: D(q, 1.0, c))
+    t = median_time(fc, cden, x, cond, repeats=repeats)
+    rows.append({"impl": "jaxgap ConditionalEmpiricalDenoiser (10 conds)", "seconds": t,
+                 "gflops": flops / t / 1e9})
     plain = jax.jit(plain_formula)
     t = median_time(plain, x, y, 1.0, repeats=repeats)
     rows.append({"impl": "plain float32 formula (jax)", "seconds": t, "gflops": flops / t / 1e9})
@@ -141,6 +151,8 @@ def main():
           f"({environment()['device']})")
     print_table(rows, ["impl", "seconds", "gflops", "ratio_to_ceiling"])
     ours = rows[0]["seconds"]
+    cond_ratio = rows[2]["seconds"] / ours
+    print(f"conditional / unconditional time: {cond_ratio:.2f}x")
     vs_torch = None
     if torch is not None:
         vs_torch = rows[-1]["seconds"] / ours
@@ -156,6 +168,7 @@ def main():
     path = write_json("empirical_denoiser", {
         "environment": environment(), "sizes": {"M": m, "N": n, "d": d}, "dtype": "float32",
         "speed": rows, "ceiling_gflops": ceiling, "speedup_vs_torch": vs_torch,
+        "conditional_time_ratio": cond_ratio,
         "near_tie": {"N": tie[0], "d": tie[1], "queries": tie[2], "rows": acc}})
     print(f"\nwrote {path}")
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -289,15 +290,24 @@ class Ensemble(NamedTuple):
         args = shard((data.train, data.train_cond, data.n, vals["key"], vals["hp"]), mesh)
         return lambda state: step_fn(state, *args)
 
-    def make_eval(self, data: MemberData, *, mesh=None):
+    def make_eval(self, data: MemberData, *, mesh=None, views=None):
         """The members' gap curves, raw and EMA, as in :func:`jaxgap.train.train_and_evaluate`.
 
-        Returns ``evaluate(state) -> [row_0, ..., row_{E-1}]``, each row a dict of per-sigma
+        Returns ``evaluate(state) -> [row_0, ..., row_{V-1}]``, each row a dict of per-sigma
         lists ``train, val, gap, train_se, val_se, gap_se`` and the same with ``ema_``,
-        plus ``sigmas``. Member ``i`` is evaluated with its run's key (the ``EVAL_NOISE``
-        stream of its seed) on its first ``eval_n[i]`` training and its validation examples.
+        plus ``sigmas``. Row ``j`` evaluates view ``views[j] = (i, w)``: member ``i``'s
+        network (guided with weight ``w`` when conditional) with its run's key (the
+        ``EVAL_NOISE`` stream of its seed) on its first ``eval_n[i]`` training and its
+        validation examples. The default views are ``(i, configs[i].guidance)`` for every
+        member: one row per member; several views of one member evaluate one trained
+        conditional network at several guidance weights.
         """
         c = self.configs[0]
+        views = self.check_views(views)
+        n_dev = 1 if mesh is None else mesh.devices.size
+        padded = views + [views[-1]] * ((-len(views)) % n_dev)
+        idx = np.asarray([i for i, _ in padded], np.int32)
+        w = np.asarray([v for _, v in padded], np.float32)
         sigmas = _noise.log_sigmas(c.eval_sigmas, c.sigma_min, c.sigma_max)
         width = int(data.eval_n.max())
         graphdef, num_noise = self.graphdef, c.eval_num_noise
@@ -307,7 +317,7 @@ class Ensemble(NamedTuple):
         # depend on the batch size (the noise is a function of the example index).
         sequential = mesh is None and jax.devices()[0].platform == "cpu"
         batch = default_batch_size(c.eval_sigmas, num_noise, data.train.shape[-1])
-        batch = batch if sequential else max(1, batch // self.size)
+        batch = batch if sequential else max(1, batch // len(padded))
 
         def one(params, ema, tr, va, key, trc, vac, w):
             k_train, k_val = jax.random.split(key)
@@ -321,24 +331,28 @@ class Ensemble(NamedTuple):
                                             num_noise=num_noise, batch_size=batch))
             return tuple(out)
 
-        if sequential:
-            eval_fn = jax.jit(lambda *a: jax.lax.map(lambda m: one(*m), a))
-        else:
-            eval_fn = jax.jit(jax.vmap(one))
-        keys = np.stack([np.asarray(_streams.stream(jax.random.PRNGKey(s),
-                                                    _streams.EVAL_NOISE)) for s in self.seeds])
-        trc = None if data.train_cond is None else data.train_cond[:, :width]
-        w = np.asarray([c.guidance for c in self.configs], np.float32)
-        args = shard((data.train[:, :width], data.val, keys, trc, data.val_cond, w), mesh)
+        def run(params, ema, *rest):
+            if len(padded) != self.size or not np.array_equal(idx, np.arange(self.size)):
+                params, ema = jax.tree.map(lambda p: p[idx], (params, ema))
+            if sequential:
+                return jax.lax.map(lambda m: one(*m), (params, ema, *rest))
+            return jax.vmap(one)(params, ema, *rest)
+
+        eval_fn = jax.jit(run)
+        keys = np.stack([np.asarray(_streams.stream(jax.random.PRNGKey(self.seeds[i]),
+                                                    _streams.EVAL_NOISE)) for i in idx])
+        trc = None if data.train_cond is None else data.train_cond[idx, :width]
+        vac = None if data.val_cond is None else data.val_cond[idx]
+        args = shard((data.train[idx, :width], data.val[idx], keys, trc, vac, w), mesh)
         sig = np.asarray(sigmas, np.float64).tolist()
 
         def evaluate(state):
             losses = to_host(eval_fn(state["params"], state["ema"], *args))
             rows = []
-            for i in range(self.size):
+            for j, (i, _) in enumerate(views):
                 row = {"sigmas": sig}
-                for prefix, lt, lv in (("", losses[0][i], losses[1][i]),
-                                       ("ema_", losses[2][i], losses[3][i])):
+                for prefix, lt, lv in (("", losses[0][j], losses[1][j]),
+                                       ("ema_", losses[2][j], losses[3][j])):
                     t, t_se = _masked_mean_se(lt, int(data.eval_n[i]))
                     v, v_se = _masked_mean_se(lv, lv.shape[1])
                     row.update({prefix + "train": t, prefix + "val": v, prefix + "gap": v - t,
@@ -349,12 +363,41 @@ class Ensemble(NamedTuple):
 
         return evaluate
 
-    def denoiser(self, state_host: dict, i: int, *, ema: bool = True):
+    def check_views(self, views) -> list[tuple[int, float]]:
+        """``views`` as a list of ``(member, guidance)`` pairs (None: each member at its
+        config's weight); raises ValueError for a member out of range, a non-finite weight,
+        or a weight other than 1 on an unconditional member."""
+        if views is None:
+            return [(i, float(c.guidance)) for i, c in enumerate(self.configs)]
+        out = []
+        for v in views:
+            try:
+                i, w = v
+                ok = (not isinstance(i, bool) and int(i) == i and 0 <= i < self.size
+                      and math.isfinite(float(w)))
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"views: expected (member in [0, {self.size}), finite "
+                                 f"guidance) pairs, got {v!r}")
+            if not self.configs[int(i)].conditional and float(w) != 1.0:
+                raise ValueError(f"views: member {i} is unconditional; guidance {w} changes "
+                                 "nothing (use 1.0)")
+            out.append((int(i), float(w)))
+        if not out:
+            raise ValueError("views: expected at least one (member, guidance) pair")
+        return out
+
+    def denoiser(self, state_host: dict, i: int, *, ema: bool = True,
+                 guidance: float | None = None):
         """Member ``i``'s network (EMA or raw weights) from a host copy of the state, guided
-        with its config's weight when conditional (:func:`jaxgap.train.evaluated`)."""
+        when conditional with ``guidance`` (None: its config's weight;
+        :func:`jaxgap.train.evaluated`)."""
+        ((i, w),) = self.check_views([(i, self.configs[i].guidance if guidance is None
+                                       else guidance)])
         params = member(state_host["ema" if ema else "params"], i)
         net = nnx.merge(self.graphdef, jax.tree.map(jnp.asarray, params))
-        return evaluated(self.configs[i], net)
+        return evaluated(dataclasses.replace(self.configs[i], guidance=w), net)
 
 
 def _broadcast(tree):
@@ -366,7 +409,8 @@ def _broadcast(tree):
 
 def fit(ens: Ensemble, data: MemberData, workdir, *, eval_steps: Sequence[int],
         sample_steps: Sequence[int] = (), on_sample=None, mesh=None, resume: bool = False,
-        progress: bool | str | None = True, desc: str = "ensemble") -> list[dict]:
+        progress: bool | str | None = True, desc: str = "ensemble",
+        views=None) -> list[dict]:
     """Train every member for ``steps`` steps, evaluating and sampling on the way; resumable.
 
     At each step in ``eval_steps`` (0 included if listed) every member's gap curves are
@@ -389,6 +433,9 @@ def fit(ens: Ensemble, data: MemberData, workdir, *, eval_steps: Sequence[int],
       resume: continue from the last checkpoint (otherwise the folder must hold none).
       progress: a :func:`jaxgap._progress.bar` mode.
       desc: the progress bar's text.
+      views: ``(member, guidance)`` pairs the gap curves are evaluated for
+        (:meth:`Ensemble.make_eval`; their rows' ``member`` is the view's index); None: one
+        per member.
 
     Returns:
       All rows of ``rows.jsonl`` (on process 0; an empty list elsewhere).
@@ -424,7 +471,7 @@ def fit(ens: Ensemble, data: MemberData, workdir, *, eval_steps: Sequence[int],
         _io.write_text(rows_path, "".join(json.dumps(r) + "\n" for r in kept))
     state = shard(state, mesh)
     step_fn = ens.make_step(data, mesh=mesh)
-    evaluate = ens.make_eval(data, mesh=mesh) if eval_set else None
+    evaluate = ens.make_eval(data, mesh=mesh, views=views) if eval_set else None
     saved = {latest} if latest >= 0 else set()
 
     def checkpoint(state_host, t):

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -32,176 +29,27 @@ from flax import nnx
 from jaxgap import _io, _progress, _streams
 from jaxgap import data as _data
 from jaxgap import noise as _noise
+from jaxgap._config import EVAL_SIZE, TrainConfig
+from jaxgap._runfolder import (
+    CHECKPOINTS,
+    append_jsonl,
+    checkpoint_manager,
+    pure_state,
+    read_jsonl,
+    restore_state,
+)
 from jaxgap.denoisers import NULL, guided
 from jaxgap.losses import curve_peak, gap_curve
 from jaxgap.nets import make_denoiser
 
+__all__ = ["CHECKPOINTS", "CONFIG", "EVAL_SIZE", "METRICS", "VALUE_FIELDS", "TrainConfig",
+           "append_jsonl", "batch_indices", "build_model", "checkpoint_manager", "edm_loss",
+           "evaluated", "hyper", "init_state", "last_checkpoint", "load_config", "load_data",
+           "load_denoiser", "make_optimizer", "make_step", "num_classes", "pure_state",
+           "read_jsonl", "read_metrics", "restore_state", "step_body", "train_and_evaluate"]
+
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
-CHECKPOINTS = "checkpoints"
-EVAL_SIZE = 2048
-"""Default number of training and of validation examples evaluated (the first ones of each
-split): evaluating every example of a large set at every sigma costs memory and time while
-the standard errors already resolve the gap."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run (read only at the entry point).
-
-    Attributes:
-      data: a :func:`jaxgap.data.load` name.
-      data_options: keywords of :func:`jaxgap.data.load` (``(key, value)`` pairs, e.g.
-        ``(("scale", 255),)``; a dict is accepted and stored sorted).
-      model: ``"mlp"`` or ``"unet"``.
-      train_size: number of training examples used (``None``: all).
-      train_offset: the training examples are ``[train_offset, train_offset + train_size)``
-        of the split (0: the first ones; ``train_offset = train_size`` gives the disjoint
-        second half of a ``2 * train_size`` prefix).
-      steps: optimizer steps.
-      batch_size: examples per step (capped at ``train_size``).
-      lr, warmup, weight_decay: AdamW with linear warm-up to ``lr`` over ``warmup`` steps.
-      ema: EMA decay of the parameters (with the usual ``(1 + t) / (10 + t)`` warm-up).
-      p_mean, p_std, sigma_data: EDM log-normal training sigmas and data scale.
-      eval_every: steps between evaluations (also at step 0 and at the end).
-      ckpt_every: steps between checkpoints (also at the end).
-      eval_sigmas, sigma_min, sigma_max: the fixed log grid of the evaluations.
-      eval_num_noise: noise draws per example in the evaluations.
-      eval_train_size, eval_val_size: training and validation examples evaluated, the first
-        ones of each split (``None``: all; default :data:`EVAL_SIZE`).
-      width, depth: MLP size; channels: UNet channels per level.
-      seed: the one seed of the run (data split, init, data order, noise).
-      data_seed: the seed of the data split when it differs from ``seed`` (None: ``seed``),
-        e.g. a partner network with its own initialization on the other half of a split.
-      condition: a :data:`jaxgap.data.GRANULARITIES` name: ``"none"`` trains an
-        unconditional network; any other trains a conditional one ``D(x, sigma, cond)`` on
-        the condition ids of :func:`jaxgap.data.conditions` at that granularity (computed on
-        the whole training split, so nested training sets share one definition).
-      p_uncond: probability that a training example's condition is replaced by the null
-        condition (classifier-free guidance training: one network serves every ``w``).
-      guidance: the guidance weight ``w`` of a conditional network's evaluations
-        (:func:`jaxgap.denoisers.guided`: 0 unconditional, 1 conditional, > 1 guided).
-
-    Example:
-      >>> TrainConfig(steps=100, width=64).validate().steps
-      100
-      >>> TrainConfig(ema=1.0).validate()
-      Traceback (most recent call last):
-      ...
-      ValueError: ema: expected a decay in [0, 1), got 1.0
-    """
-
-    data: str = "digits"
-    data_options: tuple[tuple[str, object], ...] = ()
-    model: str = "mlp"
-    train_size: int | None = None
-    train_offset: int = 0
-    steps: int = 2000
-    batch_size: int = 128
-    lr: float = 1e-3
-    warmup: int = 100
-    weight_decay: float = 0.0
-    ema: float = 0.999
-    p_mean: float = -1.2
-    p_std: float = 1.2
-    sigma_data: float = 0.5
-    eval_every: int = 200
-    ckpt_every: int = 500
-    eval_sigmas: int = 24
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    eval_num_noise: int = 1
-    eval_train_size: int | None = EVAL_SIZE
-    eval_val_size: int | None = EVAL_SIZE
-    width: int = 256
-    depth: int = 4
-    channels: tuple[int, ...] = (32, 64)
-    seed: int = 0
-    data_seed: int | None = None
-    condition: str = "none"
-    p_uncond: float = 0.1
-    guidance: float = 1.0
-
-    def __post_init__(self):
-        if isinstance(self.data_options, dict):
-            object.__setattr__(self, "data_options", tuple(sorted(self.data_options.items())))
-        elif isinstance(self.data_options, (list, tuple)):
-            object.__setattr__(self, "data_options", tuple(
-                tuple(kv) if isinstance(kv, (list, tuple)) else kv for kv in self.data_options))
-
-    def validate(self) -> TrainConfig:
-        """Check every field; raise ``ValueError`` naming the first bad one."""
-        opts = self.data_options
-        if not (isinstance(opts, tuple) and all(isinstance(kv, tuple) and len(kv) == 2
-                                                and isinstance(kv[0], str) for kv in opts)):
-            raise ValueError(f"data_options: expected (name, value) pairs or a dict, got "
-                             f"{opts!r}")
-        if any(k == "seed" for k, _ in opts):
-            raise ValueError("data_options: the data seed is the run's seed; got seed=...")
-        if self.model not in ("mlp", "unet"):
-            raise ValueError(f"model: expected 'mlp' or 'unet', got {self.model!r}")
-        for name in ("steps", "batch_size", "eval_every", "ckpt_every", "eval_sigmas",
-                     "eval_num_noise", "width", "depth"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-        for name in ("train_size", "eval_train_size", "eval_val_size"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name}: expected a positive integer or None, got {v!r}")
-        if self.data_seed is not None and (isinstance(self.data_seed, bool) or not isinstance(
-                self.data_seed, int) or self.data_seed < 0):
-            raise ValueError(f"data_seed: expected an integer >= 0 or None, got "
-                             f"{self.data_seed!r}")
-        if isinstance(self.train_offset, bool) or not isinstance(self.train_offset, int) \
-                or self.train_offset < 0:
-            raise ValueError(f"train_offset: expected an integer >= 0, got {self.train_offset!r}")
-        if self.eval_sigmas < 2:
-            raise ValueError(f"eval_sigmas: expected at least 2, got {self.eval_sigmas}")
-        for name in ("lr", "sigma_data", "p_std", "sigma_min", "sigma_max"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name}: expected a finite number > 0, got {v!r}")
-        if not 0 <= self.ema < 1:
-            raise ValueError(f"ema: expected a decay in [0, 1), got {self.ema!r}")
-        if self.warmup < 0 or self.weight_decay < 0:
-            raise ValueError("warmup, weight_decay: expected values >= 0")
-        if self.sigma_min >= self.sigma_max:
-            raise ValueError(f"sigma_min: expected < sigma_max = {self.sigma_max}, "
-                             f"got {self.sigma_min}")
-        if not all(isinstance(c, int) and c > 0 for c in self.channels):
-            raise ValueError(f"channels: expected positive integers, got {self.channels!r}")
-        if self.condition not in _data.GRANULARITIES:
-            raise ValueError(f"condition: expected one of {', '.join(_data.GRANULARITIES)}, "
-                             f"got {self.condition!r}")
-        if not (isinstance(self.p_uncond, (int, float)) and 0 <= self.p_uncond < 1):
-            raise ValueError(f"p_uncond: expected a probability in [0, 1), got "
-                             f"{self.p_uncond!r}")
-        if not (isinstance(self.guidance, (int, float)) and math.isfinite(self.guidance)):
-            raise ValueError(f"guidance: expected a finite number, got {self.guidance!r}")
-        return self
-
-    @property
-    def conditional(self) -> bool:
-        """Whether the run trains a conditional network (``condition != "none"``)."""
-        return self.condition != "none"
-
-    def to_json(self) -> str:
-        doc = dataclasses.asdict(self)
-        doc["data_options"] = dict(self.data_options)
-        return json.dumps(doc, indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"config: unknown fields {unknown}")
-        d = dict(d)
-        if "channels" in d:
-            d["channels"] = tuple(d["channels"])
-        return cls(**d)
-
 
 # ---------------------------------------------------------------------------------------
 # Pieces: data, model, optimizer, one jit-compiled step
@@ -389,73 +237,6 @@ def evaluated(config: TrainConfig, network):
 # ---------------------------------------------------------------------------------------
 # Run folder: config, metrics, checkpoints
 # ---------------------------------------------------------------------------------------
-
-def append_jsonl(path, rows) -> None:
-    """Append JSON rows to a file, flushed and synced (a kill may tear the last line only)."""
-    with open(path, "a") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in rows))
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_jsonl(path, upto: int | None = None) -> list[dict]:
-    """Rows of a JSON-lines file with a ``step`` field, up to step ``upto`` (a torn last line
-    from a kill is dropped)."""
-    path = Path(path)
-    rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            if upto is None or row["step"] <= upto:
-                rows.append(row)
-    return rows
-
-
-def checkpoint_manager(workdir, *, only_this_process: bool = False) -> ocp.CheckpointManager:
-    """The orbax manager of ``workdir/checkpoints`` (synchronous, the last two kept).
-
-    ``only_this_process``: in a multi-process run, the one process that writes (its state
-    gathered to host memory), so no other process and no shared filesystem take part."""
-    path = (Path(workdir) / CHECKPOINTS).absolute()
-    mp = {}
-    if only_this_process and jax.process_count() > 1:
-        me = jax.process_index()
-        mp["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
-            primary_host=me, active_processes={me})
-        path.mkdir(parents=True, exist_ok=True)  # orbax creates it only with all processes
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=not mp,
-                                           enable_async_checkpointing=False, **mp)
-    return ocp.CheckpointManager(path, options=options)
-
-
-def pure_state(state: dict) -> dict:
-    """The training state with its nnx parameter states as plain dicts (what orbax saves)."""
-    out = dict(state)
-    out["params"] = nnx.to_pure_dict(state["params"])
-    out["ema"] = nnx.to_pure_dict(state["ema"])
-    return out
-
-
-def restore_state(manager, template: dict, step: int) -> dict:
-    """Restore checkpoint ``step`` into the structure of ``template``."""
-    pure = pure_state(template)
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, pure)
-    try:
-        restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
-    except Exception as err:  # orbax raises many types for unreadable files
-        raise ValueError(f"checkpoint: cannot restore step {step} from "
-                         f"{manager.directory}: {type(err).__name__}: {err}") from err
-    out = dict(restored)
-    for name in ("params", "ema"):
-        st = jax.tree.map(lambda x: x, template[name])
-        nnx.replace_by_pure_dict(st, restored[name])
-        out[name] = st
-    return out
-
-
 def _check_run_folder(workdir: Path, config: TrainConfig, resume: bool) -> None:
     if resume and not workdir.is_dir():
         raise ValueError(f"out: --resume given but {workdir} does not exist; drop --resume to "

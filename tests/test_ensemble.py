@@ -117,3 +117,30 @@ def test_conditional_members_match_their_single_runs(tmp_path):
         for name in FIELDS:
             np.testing.assert_allclose(rows[(ref["step"], 1)][name], ref[name], rtol=2e-4,
                                        atol=2e-6, err_msg=f"step {ref['step']} {name}")
+
+
+def test_views_evaluate_one_network_at_several_weights(tmp_path):
+    """Views (member, w) of one trained conditional network give the rows of members that
+    differ only in w (they train identical networks); bad views are refused."""
+    data = member_data(COND[:1])
+    ens = Ensemble.create(COND[:1], dim=64, classes=data.classes)
+    views = [(0, 0.0), (0, 1.0), (0, 2.5)]
+    rows = _loss_rows(fit(ens, data, tmp_path / "views", eval_steps=(0, 6), views=views,
+                          progress=False))
+    wide = [dataclasses.replace(COND[0], guidance=w) for _, w in views]
+    ref = Ensemble.create(wide, dim=64, classes=data.classes)
+    ref_rows = _loss_rows(fit(ref, member_data(wide), tmp_path / "wide", eval_steps=(0, 6),
+                              progress=False))
+    assert sorted(rows) == sorted(ref_rows)
+    for key, row in rows.items():
+        for name in FIELDS:
+            np.testing.assert_allclose(row[name], ref_rows[key][name], rtol=1e-5, atol=1e-7,
+                                       err_msg=f"{key} {name}")
+    # the weights matter: w = 0 and w = 2.5 differ at step 6
+    assert not np.allclose(rows[(6, 0)]["ema_gap"], rows[(6, 2)]["ema_gap"])
+    for bad in ([(1, 1.0)], [(0, float("nan"))], [], [("a", 1.0)]):
+        with pytest.raises(ValueError, match="views"):
+            ens.make_eval(data, views=bad)
+    plain = Ensemble.create(BASE, dim=64)
+    with pytest.raises(ValueError, match="unconditional"):
+        plain.check_views([(0, 2.0)])

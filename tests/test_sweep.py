@@ -22,7 +22,7 @@ import pytest
 from jaxgap import _streams, cli, noise
 from jaxgap.denoisers import ConditionalEmpiricalDenoiser, EmpiricalDenoiser
 from jaxgap.losses import gap_curve
-from jaxgap.sweep.run import run_sweep
+from jaxgap.sweep.run import run_sweep, shared_training
 from jaxgap.sweep.spec import data_size, load_spec, parse_spec
 from jaxgap.sweep.tables import read_csv
 from jaxgap.train import TrainConfig, load_data
@@ -249,6 +249,26 @@ def test_conditional_closed_form_sweep_and_guidance_limits(tmp_path):
                                        rtol=1e-5, atol=1e-8, err_msg=f"w={w} {c}")
     # a class-conditional optimal denoiser knows more: its validation loss is lower
     assert direct[1.0].val[2] < direct[0.0].val[2]
+
+
+def test_guidance_factor_trains_one_network_per_seed(tmp_path):
+    """Members that differ only in w share one trained network, evaluated and sampled at
+    each w: at step 0 (zero-initialized class embedding) every w gives the same curve."""
+    doc = {"sweep": {**TINY["sweep"], "seeds": [2], "halves": False, "condition": "class",
+                     "steps": 20, "eval_steps": [0, 20], "sample_steps": [20]},
+           "grid": {"guidance": [0.0, 2.0]}}
+    spec = parse_spec(doc)
+    trained, views = shared_training([m.config for m in spec.members()])
+    assert len(trained) == 1 and views == [(0, 0.0), (0, 2.0)]
+    run_sweep(spec, tmp_path / "g", progress=False)
+    rows = read_csv(tmp_path / "g" / "losses.csv")
+    curve = {(r["guidance"], r["step"]): [] for r in rows}
+    for r in rows:
+        curve[(r["guidance"], r["step"])].append(r["ema_gap"])
+    np.testing.assert_array_equal(curve[(0.0, 0)], curve[(2.0, 0)])
+    assert not np.allclose(curve[(0.0, 20)], curve[(2.0, 20)])
+    samples = read_csv(tmp_path / "g" / "samples.csv")
+    assert sorted(r["guidance"] for r in samples) == [0.0, 2.0]
 
 
 # ------------------------------------------------------------------------------------------

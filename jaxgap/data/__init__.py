@@ -1,4 +1,5 @@
-"""Datasets: the embedded 8x8 digits, synthetic data with a known truth, and user arrays.
+"""Datasets: the embedded 8x8 digits and photograph patches, synthetic data with a known
+truth, and user arrays.
 
 Every dataset is a :class:`Dataset` holding flattened host arrays ``train: [n_train, d]`` and
 ``val: [n_val, d]`` (numpy float32, read-only); JAX consumers convert with ``jnp.asarray``.
@@ -22,9 +23,10 @@ downstream reads them back to check again. User files are read as a user expects
 channels-first image array is detected and moved channels-last, float images in ``[0, 1]``
 are mapped to ``[-1, 1]`` like ``uint8`` ones, and what was decided on the user's behalf is
 kept in :attr:`Dataset.notes` for a program to show.
-The loaders live in private modules (``_builtin``: digits and synthetic data, ``_files``:
-npz/npy arrays, ``_convert``: the layout and scale rules for files, ``_dataset``: the
-containers, ``_conditions``: condition ids); import everything from :mod:`jaxgap.data`.
+The loaders live in private modules (``_builtin``: digits and synthetic data, ``_patches``:
+photograph patches, ``_files``: npz/npy arrays, ``_convert``: the layout and scale rules for
+files, ``_dataset``: the containers, ``_conditions``: condition ids); import everything from
+:mod:`jaxgap.data`.
 
 All randomness comes from ``numpy.random.default_rng(seed)``; the same ``name``, ``seed`` and
 keywords give identical arrays, and no global random state is read or written.
@@ -51,12 +53,14 @@ from jaxgap.data._builtin import load_digits, load_gaussian, load_gmm, load_mani
 from jaxgap.data._conditions import GRANULARITIES, Conditions, check_conditions, conditions
 from jaxgap.data._dataset import Dataset, Truth
 from jaxgap.data._files import load_file
+from jaxgap.data._patches import PATCH_PHOTOS, load_patches
 
-__all__ = ["DATASET_NAMES", "GRANULARITIES", "Conditions", "Dataset", "Truth",
-           "check_conditions", "conditions", "load"]
+__all__ = ["DATASET_NAMES", "GRANULARITIES", "PATCH_PHOTOS", "Conditions", "Dataset",
+           "Truth", "check_conditions", "conditions", "load"]
 
 #: Names accepted by :func:`load` (file-backed ones take a path after the colon).
-DATASET_NAMES = ("digits", "gaussian", "gmm", "manifold", "npz:PATH", "npy:PATH")
+DATASET_NAMES = ("digits", "patches", "gaussian", "gmm", "manifold", "npz:PATH",
+                 "npy:PATH")
 
 
 _BUILTIN: dict[str, Callable[..., Dataset]] = {
@@ -64,6 +68,7 @@ _BUILTIN: dict[str, Callable[..., Dataset]] = {
     "gaussian": load_gaussian,
     "gmm": load_gmm,
     "manifold": load_manifold,
+    "patches": load_patches,
 }
 
 
@@ -76,6 +81,26 @@ def load(name: str = "digits", *, seed: int = 0, **kwargs: Any) -> Dataset:
       scikit-learn (no network). Pixels ``0..16`` are mapped to ``[-1, 1]`` by ``x / 8 - 1``;
       a seeded random split leaves ``1797 - num_val`` training images; labels ``0..9`` kept;
       ``image_shape = (8, 8, 1)``; ``d = 64``.
+    - ``"patches"`` (``size=32, downscale=1, min_std=0.02, split="photo", num_val=None,
+      photos="all"``): RGB patches of six photographs shipped inside scikit-learn's
+      (china, flower) and scikit-image's (astronaut, chelsea, coffee, rocket) wheels, read
+      from the installed packages with Pillow (no network; ``photos="sklearn"``: the first
+      two only). Each photograph, shrunk by the integer ``downscale`` (the mean of each
+      ``downscale x downscale`` block), is cut into a centred grid of non-overlapping
+      ``size x size`` patches, so no two patches share a pixel; patches flatter than
+      ``min_std`` (the pixel standard deviation per channel, root-mean-square over the
+      channels, in ``[-1, 1]`` units; 0.02 is 2.55 of 255 grey levels) are dropped, being near
+      copies of one another (sky, backdrop). Pixels ``0..255`` map to ``[-1, 1]`` by
+      ``x / 127.5 - 1``; ``image_shape = (size, size, 3)``, ``d = 3 size^2`` (3072 at the
+      default); labels are the photographs' indices in :data:`PATCH_PHOTOS`.
+      ``split="photo"``: training patches come from china, astronaut, coffee and rocket,
+      validation patches from flower and chelsea, never from a training photograph (803
+      and 372 patches; at ``size=16``, 2938 and 1279); the seed orders the training
+      patches, and ``num_val`` keeps a seeded subset of the validation patches (None:
+      all). ``split="patch"``: a seeded random partition of all the patches, ``num_val``
+      defaulting to ``max(2, n // 5)``; a photograph feeds both sides (disjoint pixels, shared
+      labels), which conditioning on the photograph (``with_conditions("class")``) needs.
+      Counts per photograph and licences: ``docs/patches.md``.
     - ``"gaussian"`` (``num_train=1000, num_val=1000, dim=64, alpha=1.0, scale=1.0``):
       ``x ~ N(0, U diag(lambda) U^T)`` with a power-law spectrum and a Haar-random rotation
       ``U`` (sign-fixed QR of a Gaussian matrix):
@@ -93,13 +118,17 @@ def load(name: str = "digits", *, seed: int = 0, **kwargs: Any) -> Dataset:
       covariance ``A A^T + noise_std^2 I`` (singular when ``noise_std = 0``).
     - ``"npz:PATH"`` (``num_val=None, channels_first=None, scale="auto"``): arrays saved
       with ``np.savez``. Training/validation arrays are taken from the first present key of
-      ``train, x_train, train_images`` and ``val, x_val, val_images, test, x_test,
-      test_images``; labels from ``train_labels, y_train`` and ``val_labels, y_val,
-      test_labels, y_test``. Without a validation key, the training array (labels from
-      ``train_labels, y_train, labels, y``; or else one of ``x, data, images``, or else the
-      archive's only non-label array, labels from ``labels, y``) is split with a seeded
-      permutation, ``num_val`` defaulting to ``max(2, n // 10)``. Pickled (object) arrays
-      are refused. The labels define the classes of :func:`conditions`.
+      ``train, x_train, train_images`` (or else ``x, data, images``) and ``val, x_val,
+      val_images, test, x_test, test_images``; labels from ``train_labels, y_train`` (for
+      ``x, data, images``: also ``labels, y, label, targets``) and ``val_labels, y_val,
+      test_labels, y_test``. A CIFAR-10 export (``x_train: [50000, 32, 32, 3]`` uint8 with
+      ``y_train: [50000]`` or ``[50000, 1]``, ``x_test``, ``y_test``) gives
+      ``image_shape = (32, 32, 3)``, pixels in ``[-1, 1]`` and its classes as labels.
+      Without a validation key, the training array (labels from ``train_labels, y_train,
+      labels, y, label, targets``; or else one of ``x, data, images``, or else the
+      archive's only non-label array, labels from ``labels, y, label, targets``) is split
+      with a seeded permutation, ``num_val`` defaulting to ``max(2, n // 10)``. Pickled
+      (object) arrays are refused. The labels define the classes of :func:`conditions`.
     - ``"npy:PATH"`` (``num_val=None, channels_first=None, scale="auto"``): one array saved
       with ``np.save``, split as above.
 
@@ -140,8 +169,8 @@ def load(name: str = "digits", *, seed: int = 0, **kwargs: Any) -> Dataset:
     neither the truth nor the validation set.
 
     Args:
-      name: one of ``"digits"``, ``"gaussian"``, ``"gmm"``, ``"manifold"``, ``"npz:PATH"``,
-        ``"npy:PATH"`` (``~`` in PATH is expanded).
+      name: one of ``"digits"``, ``"patches"``, ``"gaussian"``, ``"gmm"``, ``"manifold"``,
+        ``"npz:PATH"``, ``"npy:PATH"`` (``~`` in PATH is expanded).
       seed: non-negative integer seeding every random choice (split, rotation, samples).
       **kwargs: the dataset's keywords listed above; any other keyword is an error.
 

@@ -23,7 +23,7 @@ _VAL_KEYS = ("val", "x_val", "val_images", "test", "x_test", "test_images")
 _SINGLE_KEYS = ("x", "data", "images")
 _TRAIN_LABEL_KEYS = ("train_labels", "y_train")
 _VAL_LABEL_KEYS = ("val_labels", "y_val", "test_labels", "y_test")
-_SINGLE_LABEL_KEYS = ("labels", "y")
+_SINGLE_LABEL_KEYS = ("labels", "y", "label", "targets")
 _LABEL_KEYS = _TRAIN_LABEL_KEYS + _VAL_LABEL_KEYS + _SINGLE_LABEL_KEYS
 
 
@@ -147,10 +147,15 @@ def load_npz_arrays(loaded, arg: str) -> dict[str, np.ndarray]:
         return next((k for k in keys if k in files), None)
 
     picked = {"train": first(_TRAIN_KEYS), "val": first(_VAL_KEYS)}
+    # A plain array next to a validation array trains (CIFAR-style x, y, x_test, y_test).
+    plain_train = picked["train"] is None and picked["val"] is not None
+    if plain_train:
+        picked["train"] = first(_SINGLE_KEYS)
+        if picked["train"] is None:
+            raise ValueError(f"name: expected a training array (one of "
+                             f"{list(_TRAIN_KEYS + _SINGLE_KEYS)}) next to {picked['val']!r} "
+                             f"in {arg!r}, got keys {files}")
     if picked["train"] is None:
-        if picked["val"] is not None:
-            raise ValueError(f"name: expected a training array (one of {list(_TRAIN_KEYS)}) "
-                             f"next to {picked['val']!r} in {arg!r}, got keys {files}")
         single = first(_SINGLE_KEYS)
         if single is None:
             candidates = [k for k in files if k not in _LABEL_KEYS]
@@ -162,9 +167,9 @@ def load_npz_arrays(loaded, arg: str) -> dict[str, np.ndarray]:
             single = candidates[0]
         picked = {"single": single, "labels": first(_SINGLE_LABEL_KEYS)}
     else:
-        # Labels of a training array that is split: also a plain `labels` or `y` array.
+        # Labels of a training array that is split, or of a plain one: also `labels`, `y`...
         picked["train_labels"] = first(_TRAIN_LABEL_KEYS + (
-            _SINGLE_LABEL_KEYS if picked["val"] is None else ()))
+            _SINGLE_LABEL_KEYS if picked["val"] is None or plain_train else ()))
         picked["val_labels"] = first(_VAL_LABEL_KEYS) if picked["val"] is not None else None
     out = {}
     for role, key in picked.items():

@@ -13,6 +13,7 @@ killed sweep resumes inside the group it was running and never recomputes a fini
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import time
@@ -48,7 +49,7 @@ from jaxgap.sweep.spec import Member, SweepSpec, data_size
 from jaxgap.theory import PositionError
 from jaxgap.train import load_data
 
-__all__ = ["LOSSES", "SAMPLES", "SPEC", "SWEEP", "check_folder", "run_sweep"]
+__all__ = ["LOSSES", "SAMPLES", "SPEC", "SWEEP", "check_folder", "run_sweep", "shared_training"]
 
 SPEC, LOSSES, SAMPLES, SWEEP, GROUPS, DONE = ("spec.json", "losses.csv", "samples.csv",
                                               "sweep.json", "groups", "done.json")
@@ -259,23 +260,36 @@ def _run_group(spec, members, folder: Path, *, mesh, progress, cache, lead, desc
             rows += [{"kind": "sample", "step": 0, **r}
                      for r in _measure(spec, cache, members, dens, sets)]
         return rows
-    pad = (-len(members)) % n_dev
-    padded = list(members) + [None] * pad
-    configs = [m.config for m in members] + [members[-1].config] * pad
+    configs, views = shared_training([m.config for m in members])
+    pad = (-len(configs)) % n_dev
+    configs += [configs[-1]] * pad
     data = member_data(configs)
     ds0 = data.datasets[0]
     ens = Ensemble.create(configs, dim=ds0.dim, image_shape=ds0.image_shape,
                           classes=data.classes)
 
     def on_sample(step, host):
-        dens = [ens.denoiser(host, i) for i in range(len(padded))]
-        return _measure(spec, cache, padded, dens, data.datasets)
+        dens = [ens.denoiser(host, i, guidance=w) for i, w in views]
+        return _measure(spec, cache, members, dens, [data.datasets[i] for i, _ in views])
 
     # the sweep folder was checked: a group's checkpoints are this spec's
-    return [r for r in fit(ens, data, folder, eval_steps=spec.eval_steps,
-                           sample_steps=spec.sample_steps, on_sample=on_sample, mesh=mesh,
-                           resume=True, progress=progress, desc=desc)
-            if r["member"] < len(members)]
+    return fit(ens, data, folder, eval_steps=spec.eval_steps, sample_steps=spec.sample_steps,
+               on_sample=on_sample, mesh=mesh, resume=True, progress=progress, desc=desc,
+               views=views)
+
+
+def shared_training(configs) -> tuple[list, list[tuple[int, float]]]:
+    """Members that differ only in their guidance weight train the same network: the
+    configs to train (first occurrences, in order) and, per member, its ``(trained index,
+    guidance)`` view."""
+    trained, index, views = [], {}, []
+    for c in configs:
+        key = dataclasses.replace(c, guidance=1.0)
+        if key not in index:
+            index[key] = len(trained)
+            trained.append(c)
+        views.append((index[key], float(c.guidance)))
+    return trained, views
 
 
 def _versions() -> dict:
