@@ -8,8 +8,17 @@ import math
 from dataclasses import dataclass
 
 from jaxgap import data as _data
+from jaxgap.nets import MODEL_SIZES
 
-__all__ = ["EVAL_SIZE", "TrainConfig"]
+__all__ = ["ARCH_FIELDS", "EVAL_SIZE", "TrainConfig"]
+
+ARCH_FIELDS = {"mlp": ("width", "depth"), "unet": ("channels",),
+               "dit": ("width", "depth", "heads", "patch")}
+"""The architecture fields of each network family (the others must stay None)."""
+_LEGACY_ARCH = {"width": 256, "depth": 4, "channels": (32, 64)}
+"""Before model sizes every config stored these three (the MLP's and U-Net's defaults): in a
+config written then (no ``model_size`` field), a field holding this value is read as None
+(the same network, or a field that does not apply to the model)."""
 
 EVAL_SIZE = 2048
 """Default number of training and of validation examples evaluated (the first ones of each
@@ -25,7 +34,12 @@ class TrainConfig:
       data: a :func:`jaxgap.data.load` name.
       data_options: keywords of :func:`jaxgap.data.load` (``(key, value)`` pairs, e.g.
         ``(("scale", 255),)``; a dict is accepted and stored sorted).
-      model: ``"mlp"`` or ``"unet"``.
+      model: ``"mlp"``, ``"unet"`` or ``"dit"`` (:data:`jaxgap.nets.DENOISER_KINDS`).
+      model_size: None (the architecture fields, else the family's defaults: MLP width 256
+        x depth 4, U-Net channels (32, 64), DiT width 64 x depth 4) or a rung of
+        :data:`jaxgap.nets.MODEL_SIZES` (``"xs"`` ... ``"xl"``, about 4x the parameters per
+        rung; :func:`jaxgap.nets.size_kwargs`), which the architecture fields that are set
+        override one by one.
       train_size: number of training examples used (``None``: all).
       train_offset: the training examples are ``[train_offset, train_offset + train_size)``
         of the split (0: the first ones; ``train_offset = train_size`` gives the disjoint
@@ -41,7 +55,9 @@ class TrainConfig:
       eval_num_noise: noise draws per example in the evaluations.
       eval_train_size, eval_val_size: training and validation examples evaluated, the first
         ones of each split (``None``: all; default :data:`EVAL_SIZE`).
-      width, depth: MLP size; channels: UNet channels per level.
+      width, depth: MLP and DiT size; channels: U-Net channels per level; heads, patch:
+        DiT attention heads and patch size (each None: the rung's, else the class default;
+        a field that does not apply to ``model`` is refused, see :data:`ARCH_FIELDS`).
       seed: the one seed of the run (data split, init, data order, noise).
       data_seed: the seed of the data split when it differs from ``seed`` (None: ``seed``),
         e.g. a partner network with its own initialization on the other half of a split.
@@ -85,9 +101,12 @@ class TrainConfig:
     eval_num_noise: int = 1
     eval_train_size: int | None = EVAL_SIZE
     eval_val_size: int | None = EVAL_SIZE
-    width: int = 256
-    depth: int = 4
-    channels: tuple[int, ...] = (32, 64)
+    model_size: str | None = None
+    width: int | None = None
+    depth: int | None = None
+    channels: tuple[int, ...] | None = None
+    heads: int | None = None
+    patch: int | None = None
     seed: int = 0
     data_seed: int | None = None
     condition: str = "none"
@@ -110,13 +129,33 @@ class TrainConfig:
                              f"{opts!r}")
         if any(k == "seed" for k, _ in opts):
             raise ValueError("data_options: the data seed is the run's seed; got seed=...")
-        if self.model not in ("mlp", "unet"):
-            raise ValueError(f"model: expected 'mlp' or 'unet', got {self.model!r}")
+        if self.model not in ARCH_FIELDS:
+            raise ValueError(f"model: expected one of {', '.join(map(repr, ARCH_FIELDS))}, "
+                             f"got {self.model!r}")
+        if self.model_size is not None and self.model_size not in MODEL_SIZES:
+            raise ValueError(f"model_size: expected one of {', '.join(MODEL_SIZES)} or None, "
+                             f"got {self.model_size!r}")
         for name in ("steps", "batch_size", "eval_every", "ckpt_every", "eval_sigmas",
-                     "eval_num_noise", "width", "depth"):
+                     "eval_num_noise"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        for name in ("width", "depth", "heads", "patch", "channels"):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if name not in ARCH_FIELDS[self.model]:
+                users = [m for m, f in ARCH_FIELDS.items() if name in f]
+                raise ValueError(f"{name}: applies to model {' or '.join(users)} only, got "
+                                 f"{name} = {v!r} with model {self.model!r}")
+            values = v if name == "channels" else (v,)
+            low = 0 if name == "depth" else 1
+            if (name == "channels" and (not isinstance(v, tuple) or not v)) or not all(
+                    isinstance(c, int) and not isinstance(c, bool) and c >= low
+                    for c in values):
+                what = "a tuple of positive integers" if name == "channels" else (
+                    "an integer >= 0" if low == 0 else "a positive integer")
+                raise ValueError(f"{name}: expected {what} or None, got {v!r}")
         for name in ("train_size", "eval_train_size", "eval_val_size"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -141,8 +180,6 @@ class TrainConfig:
         if self.sigma_min >= self.sigma_max:
             raise ValueError(f"sigma_min: expected < sigma_max = {self.sigma_max}, "
                              f"got {self.sigma_min}")
-        if not all(isinstance(c, int) and c > 0 for c in self.channels):
-            raise ValueError(f"channels: expected positive integers, got {self.channels!r}")
         if self.condition not in _data.GRANULARITIES:
             raise ValueError(f"condition: expected one of {', '.join(_data.GRANULARITIES)}, "
                              f"got {self.condition!r}")
@@ -170,6 +207,10 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"config: unknown fields {unknown}")
         d = dict(d)
-        if "channels" in d:
+        if d.get("channels") is not None:
             d["channels"] = tuple(d["channels"])
+        if "model_size" not in d:
+            for name, old in _LEGACY_ARCH.items():
+                if d.get(name) == old:
+                    d[name] = None
         return cls(**d)

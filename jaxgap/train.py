@@ -15,6 +15,7 @@ therefore writes the same ``metrics.jsonl`` rows as an uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ from flax import nnx
 from jaxgap import _io, _progress, _streams
 from jaxgap import data as _data
 from jaxgap import noise as _noise
-from jaxgap._config import EVAL_SIZE, TrainConfig
+from jaxgap._config import ARCH_FIELDS, EVAL_SIZE, TrainConfig
 from jaxgap._runfolder import (
     CHECKPOINTS,
     append_jsonl,
@@ -40,13 +41,14 @@ from jaxgap._runfolder import (
 )
 from jaxgap.denoisers import NULL, guided
 from jaxgap.losses import curve_peak, gap_curve
-from jaxgap.nets import make_denoiser
+from jaxgap.nets import DiTDenoiser, MLPDenoiser, UNetDenoiser, make_denoiser
 
-__all__ = ["CHECKPOINTS", "CONFIG", "EVAL_SIZE", "METRICS", "VALUE_FIELDS", "TrainConfig",
-           "append_jsonl", "batch_indices", "build_model", "checkpoint_manager", "edm_loss",
-           "evaluated", "hyper", "init_state", "last_checkpoint", "load_config", "load_data",
-           "load_denoiser", "make_optimizer", "make_step", "num_classes", "pure_state",
-           "read_jsonl", "read_metrics", "restore_state", "step_body", "train_and_evaluate"]
+__all__ = ["ARCH_FIELDS", "CHECKPOINTS", "CONFIG", "EVAL_SIZE", "METRICS", "VALUE_FIELDS",
+           "TrainConfig", "append_jsonl", "batch_indices", "build_model", "checkpoint_manager",
+           "describe_model", "edm_loss", "evaluated", "hyper", "init_state", "last_checkpoint",
+           "load_config", "load_data", "load_denoiser", "make_optimizer", "make_step",
+           "num_classes", "pure_state", "read_jsonl", "read_metrics", "restore_state", "step_body",
+           "train_and_evaluate"]
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -82,14 +84,29 @@ def num_classes(config: TrainConfig, ds) -> int:
 def build_model(config: TrainConfig, dim: int, image_shape, classes: int = 0):
     """The untrained network of the run (deterministic given the seed); ``classes > 0``: a
     conditional network over that many conditions (and a null one)."""
-    if config.model == "unet":
-        if image_shape is None:
-            raise ValueError(f"model: 'unet' needs image data; {config.data!r} has no "
-                             "image shape (use --model mlp)")
-        return make_denoiser("unet", dim, image_shape, seed=config.seed, num_classes=classes,
-                             channels=tuple(config.channels), sigma_data=config.sigma_data)
-    return make_denoiser("mlp", dim, seed=config.seed, width=config.width, depth=config.depth,
-                         num_classes=classes, sigma_data=config.sigma_data)
+    if config.model == "unet" and image_shape is None:
+        raise ValueError(f"model: 'unet' needs image data; {config.data!r} has no image "
+                         "shape (use --model mlp or dit)")
+    arch = {name: getattr(config, name) for name in ARCH_FIELDS[config.model]}
+    return make_denoiser(config.model, dim, image_shape, seed=config.seed, num_classes=classes,
+                         model_size=config.model_size, sigma_data=config.sigma_data, **arch)
+
+
+def describe_model(config: TrainConfig) -> str:
+    """The network in words, e.g. ``"MLP width 256, depth 4"`` or ``"DiT size s"`` (a field
+    left None reads as the rung's, or without a rung as the family's default)."""
+    cls, name = {"mlp": (MLPDenoiser, "MLP"), "unet": (UNetDenoiser, "U-Net"),
+                 "dit": (DiTDenoiser, "DiT")}[config.model]
+    defaults = inspect.signature(cls.__init__).parameters
+    parts = []
+    for k in ARCH_FIELDS[config.model]:
+        v = getattr(config, k)
+        if v is None and config.model_size is None:
+            v = defaults[k].default
+        if v is not None:
+            parts.append(f"{k} {'-'.join(map(str, v)) if k == 'channels' else v}")
+    head = name + (f" size {config.model_size}" if config.model_size else "")
+    return head + (" " + ", ".join(parts) if parts else "")
 
 
 VALUE_FIELDS = ("lr", "weight_decay", "ema", "p_mean", "p_std", "p_uncond", "guidance")

@@ -349,8 +349,9 @@ def test_bad_sigma_shape(model):
 
 
 def test_factory_errors():
-    assert DENOISER_KINDS == ("mlp", "unet")
-    with pytest.raises(ValueError, match="^kind: expected one of 'mlp', 'unet', got 'cnn'"):
+    assert DENOISER_KINDS == ("mlp", "unet", "dit")
+    with pytest.raises(ValueError,
+                       match="^kind: expected one of 'mlp', 'unet', 'dit', got 'cnn'"):
         make_denoiser("cnn", 64)
     with pytest.raises(ValueError, match="^image_shape: expected .* for kind='unet', got None"):
         make_denoiser("unet", 64)

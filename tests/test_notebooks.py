@@ -24,6 +24,7 @@ EXPECTED = (
     "100_gap_curves.ipynb",
     "200_toy_model.ipynb",
     "300_inference_trajectories.ipynb",
+    "400_conditioning_guidance.ipynb",
 )
 CELL_TIMEOUT_S = 300
 MAX_STREAM_LINES = 40

@@ -104,6 +104,8 @@ def _with(sweep=None, grid=None, drop=()):
     (_with(grid={"train_size": []}), "grid.train_size: expected a non-empty list"),
     (_with(grid={"train_size": [32, 32]}), "grid.train_size: expected distinct values"),
     (_with(grid={"channels": [[8, 16]]}), "grid.channels: changes nothing for model 'mlp'"),
+    (_with(grid={"heads": [2, 4]}), "grid.heads: changes nothing for model 'mlp'"),
+    (_with(grid={"model_size": ["xs", "xxl"]}), "spec: model_size: expected one of"),
     ({"sweep": {"model": "empirical"}, "grid": {"depth": [1, 2]}},
      "grid.depth: changes nothing for model 'empirical'"),
     ({"sweep": {"model": "gaussian", "lr": 0.1}}, "sweep.lr: changes nothing"),

@@ -230,9 +230,43 @@ def test_config_validation():
                           (dict(lr=-1.0), "lr"), (dict(train_size=0), "train_size"),
                           (dict(condition="label"), "condition"),
                           (dict(p_uncond=1.0), "p_uncond"),
-                          (dict(guidance=float("nan")), "guidance")]:
+                          (dict(guidance=float("nan")), "guidance"),
+                          (dict(model_size="xxl"), "model_size"),
+                          (dict(model="unet", width=64), "width: applies to model mlp or dit"),
+                          (dict(channels=(8, 16)), "channels: applies to model unet only"),
+                          (dict(model="dit", heads=0), "heads"),
+                          (dict(model="unet", channels=()), "channels"),
+                          (dict(patch=2), "patch: applies to model dit only")]:
         with pytest.raises(ValueError, match=match):
             TrainConfig(**kwargs).validate()
+
+
+def test_model_sizes_and_architecture_fields():
+    """A rung builds make_denoiser's rung, a set field overrides it; a config written before
+    model sizes (every family storing width 256, depth 4, channels (32, 64)) reads back as
+    the same network."""
+    from flax import nnx
+
+    from jaxgap.nets import make_denoiser, param_count
+
+    def count(config, shape=(8, 8, 1)):
+        return param_count(nnx.eval_shape(lambda: train_mod.build_model(config, 64, shape)))
+
+    for model in ("mlp", "unet", "dit"):
+        ref = nnx.eval_shape(lambda m=model: make_denoiser(m, 64, (8, 8, 1), model_size="s"))
+        assert count(TrainConfig(model=model, model_size="s")) == param_count(ref)
+        assert count(TrainConfig(model=model, model_size="xs")) < count(
+            TrainConfig(model=model, model_size="m"))
+    assert count(TrainConfig(model="mlp", model_size="s", depth=1)) < count(
+        TrainConfig(model="mlp", model_size="s"))
+    old = {**json.loads(TrainConfig().to_json()), "width": 256, "depth": 4, "channels": [32, 64]}
+    del old["model_size"], old["heads"], old["patch"]
+    for model in ("mlp", "unet"):
+        legacy = TrainConfig.from_dict({**old, "model": model}).validate()
+        assert legacy == TrainConfig(model=model)
+    assert train_mod.describe_model(TrainConfig()) == "MLP width 256, depth 4"
+    assert train_mod.describe_model(TrainConfig(model="dit", model_size="s", depth=2)) == (
+        "DiT size s depth 2")
 
 
 @pytest.mark.slow
@@ -290,6 +324,27 @@ def test_interrupted_checkpoint_write_never_replaces_the_last_good_one(tmp_path)
     assert [r["step"] for r in rows] == list(range(7))
     for a, b in zip(reference, rows, strict=True):
         np.testing.assert_allclose(b["ema_gap"], a["ema_gap"], rtol=1e-6, atol=1e-9)
+
+
+def test_dit_and_size_rung_train_on_patches_from_the_cli(tmp_path):
+    out = tmp_path / "dit"
+    proc = subprocess.run([sys.executable, "-m", "jaxgap", "train", "--data", "patches",
+                           "-D", "size=16", "--model", "dit", "--model-size", "xs",
+                           "--train-size", "32", "--batch-size", "8", "--steps", "2",
+                           "--eval-every", "2", "--eval-sigmas", "3", "--eval-train-size", "16",
+                           "--eval-val-size", "16", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    config = train_mod.load_config(out)
+    assert (config.model, config.model_size, dict(config.data_options)) == ("dit", "xs",
+                                                                              {"size": 16})
+    assert np.all(np.isfinite(read_metrics(out)[-1]["ema_gap"]))
+    den = load_denoiser(out)
+    assert den.image_shape == (16, 16, 3)
+    bad = subprocess.run([sys.executable, "-m", "jaxgap", "train", "--model", "dit",
+                          "--patch", "3", "--out", str(tmp_path / "bad")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "patch" in bad.stderr
 
 
 def test_unet_smoke_and_image_shape_check(tmp_path):

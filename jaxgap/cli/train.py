@@ -41,16 +41,23 @@ probability.__name__ = "float"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``jaxgap train``."""
-    from jaxgap.train import EVAL_SIZE, TrainConfig
+    from jaxgap.nets import MODEL_SIZES
+    from jaxgap.train import ARCH_FIELDS, EVAL_SIZE, TrainConfig
 
     d = TrainConfig()
     count = common.int_at_least(1)
     p.add_argument("--data", default=d.data, metavar="NAME",
                    help=f"{DATA_HELP} (default: {d.data})")
     common.add_data_options(p, "see jaxgap.data.load; stored in the run's config")
-    p.add_argument("--model", choices=("mlp", "unet"), default=d.model,
-                   help=f"network: an MLP on flat points, or a U-Net on image data (default: "
-                   f"{d.model})")
+    p.add_argument("--model", choices=tuple(ARCH_FIELDS), default=d.model,
+                   help=f"network: an MLP on flat points, a U-Net on image data, or a DiT "
+                   f"(transformer on image patches, or on feature groups of flat points) "
+                   f"(default: {d.model})")
+    p.add_argument("--model-size", choices=MODEL_SIZES, default=None,
+                   help="a rung of the model's size ladder, about 4x the parameters per rung "
+                   "(xs about 10k ... xl a few million; README table); --width, --depth, "
+                   "--channels, --heads, --patch override it (default: the family's default "
+                   "size)")
     p.add_argument("--condition", choices=GRANULARITIES, default=d.condition,
                    help=f"{CONDITION_HELP}; not none: a conditional network D(x, sigma, c) "
                    "trained on each example's condition id (default: none, unconditional)")
@@ -73,9 +80,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=common.positive_float, default=d.lr,
                    help=f"Adam learning rate after a {d.warmup}-step warm-up (default: {d.lr:g})")
     p.add_argument("--width", type=count, default=None, metavar="W",
-                   help=f"MLP hidden width (default: {d.width})")
-    p.add_argument("--depth", type=count, default=None, metavar="L",
-                   help=f"MLP hidden layers (default: {d.depth})")
+                   help="MLP or DiT hidden width (default: the rung's, else MLP 256, DiT 64)")
+    p.add_argument("--depth", type=common.int_at_least(0), default=None, metavar="L",
+                   help="MLP residual blocks or DiT transformer blocks (default: the rung's, "
+                   "else 4)")
+    p.add_argument("--channels", type=_channels, default=None, metavar="C1,C2,...",
+                   help="U-Net channels per level (default: the rung's, else 32,64)")
+    p.add_argument("--heads", type=count, default=None, metavar="H",
+                   help="DiT attention heads (default: the rung's, else 4)")
+    p.add_argument("--patch", type=count, default=None, metavar="P",
+                   help="DiT patch side (image data; on flat data the feature-group size) "
+                   "(default: chosen from the data shape)")
     p.add_argument("--eval-every", type=count, default=d.eval_every, metavar="E",
                    help=f"record per-sigma train/val losses every E steps, and at the first "
                    f"and last step (default: {d.eval_every})")
@@ -98,8 +113,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_output_options(p, resumable=True)
 
 
+def _channels(text: str) -> tuple[int, ...]:
+    """``--channels 32,64``: positive integers separated by commas."""
+    try:
+        out = tuple(int(c) for c in text.split(","))
+    except ValueError:
+        out = ()
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, "
+                                         f"got {text!r}")
+    return out
+
+
 def _config(args: argparse.Namespace):
-    from jaxgap.train import TrainConfig
+    from jaxgap.train import ARCH_FIELDS, TrainConfig
 
     fields = dict(data=args.data, data_options=common.data_options(args), model=args.model,
                   train_size=args.train_size, steps=args.steps, batch_size=args.batch_size,
@@ -118,10 +145,9 @@ def _config(args: argparse.Namespace):
         fields["guidance"] = w
         if args.p_uncond is not None:
             fields["p_uncond"] = args.p_uncond
-    if args.width is not None:
-        fields["width"] = args.width
-    if args.depth is not None:
-        fields["depth"] = args.depth
+    for name in ("model_size", *sorted({f for fs in ARCH_FIELDS.values() for f in fs})):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
     try:
         return TrainConfig(**fields).validate()
     except ValueError as err:

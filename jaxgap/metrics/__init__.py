@@ -61,6 +61,12 @@ from jaxgap.metrics._domain import (
 from jaxgap.metrics._features import Classifier, FeatureClassifier, train_feature_classifier
 from jaxgap.metrics._field import SEGMENT_STEPS, field_sharpness
 from jaxgap.metrics._neighbors import Neighbors, nearest_neighbors
+from jaxgap.metrics._noisy_copies import (
+    NoisyCopies,
+    NoisyCopyDetector,
+    noisy_copy_fraction,
+    noisy_copy_test,
+)
 from jaxgap.metrics._quality import (
     SampleQuality,
     frechet_distance,
@@ -89,6 +95,8 @@ __all__ = [
     "Memorization",
     "MemorizedFraction",
     "Neighbors",
+    "NoisyCopies",
+    "NoisyCopyDetector",
     "SampleQuality",
     "SamplerRun",
     "SetDiagnostics",
@@ -105,6 +113,8 @@ __all__ = [
     "measure_quality",
     "memorized_fraction",
     "nearest_neighbors",
+    "noisy_copy_fraction",
+    "noisy_copy_test",
     "noisy_states",
     "normalized_nn_distance",
     "posterior_concentration",

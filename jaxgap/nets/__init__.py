@@ -1,6 +1,7 @@
 r"""Flax ``nnx`` denoisers with EDM preconditioning, obeying the protocol ``D(x, sigma)``.
 
-Every network here is an :class:`EDMPrecond` around a raw network ``F``:
+Every network here (:class:`MLPDenoiser`, :class:`UNetDenoiser`, the transformer
+:class:`DiTDenoiser`) is an :class:`EDMPrecond` around a raw network ``F``:
 
 .. math::
     D(x, \sigma) = c_\mathrm{skip}(\sigma)\, x + c_\mathrm{out}(\sigma)\,
@@ -28,6 +29,10 @@ the same function. ``D(x, sigma, NULL)`` is the unconditional term of classifier
 guidance (:func:`jaxgap.denoisers.guided`); training replaces labels by ``NULL`` with a
 small probability so that one network serves every guidance weight.
 
+Each family has a ladder of named sizes, :data:`MODEL_SIZES` ``("xs", "s", "m", "l", "xl")``,
+about 4x more parameters per rung from about 10k (:func:`size_kwargs`,
+``make_denoiser(kind, dim, image_shape, model_size="m")``; :func:`param_table` counts them).
+
 Example:
   >>> import jax, jax.numpy as jnp
   >>> from flax import nnx
@@ -48,11 +53,16 @@ References:
 from jaxgap.nets._embedding import NoiseEmbedding
 from jaxgap.nets._factory import DENOISER_KINDS, make_denoiser
 from jaxgap.nets._precond import EDMPrecond, param_count
+from jaxgap.nets._sizes import MODEL_SIZES, param_table, param_table_markdown, size_kwargs
+from jaxgap.nets.dit import DiT, DiTDenoiser
 from jaxgap.nets.mlp import MLP, MLPDenoiser
 from jaxgap.nets.unet import UNet, UNetDenoiser
 
 __all__ = [
     "DENOISER_KINDS",
+    "MODEL_SIZES",
+    "DiT",
+    "DiTDenoiser",
     "EDMPrecond",
     "MLP",
     "MLPDenoiser",
@@ -61,4 +71,7 @@ __all__ = [
     "UNetDenoiser",
     "make_denoiser",
     "param_count",
+    "param_table",
+    "param_table_markdown",
+    "size_kwargs",
 ]

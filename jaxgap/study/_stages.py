@@ -94,8 +94,9 @@ def train(ctx: Context, done: Done) -> tuple[res.TrainResult, dict]:
     rows = train_mod.read_metrics(run_dir)
     if not rows:
         raise ValueError(f"out: no evaluations in {run_dir}")
-    png = _png(plot_gap_over_training, rows, title=f"{ctx.ds.name} / MLP {tc.width}x{tc.depth}"
-               f", n_train = {ctx.ds.num_train}: EMA gap over training")
+    png = _png(plot_gap_over_training, rows,
+               title=f"{ctx.ds.name} / {train_mod.describe_model(tc)}, n_train = "
+               f"{ctx.ds.num_train}: EMA gap over training")
     later = [r for r in rows if r["step"] > 0]
     first, last = (later[0] if later else None), rows[-1]
 

@@ -12,6 +12,7 @@ from jaxgap.report import report as rep
 from jaxgap.report.plots import PEAK_SE
 from jaxgap.study.claims import PAPER_CLAIMS
 from jaxgap.study.config import StudyConfig
+from jaxgap.train import describe_model
 
 __all__ = ["FIGURES", "device_text", "report_blocks"]
 
@@ -126,7 +127,7 @@ def _closed_form_and_training(r: dict, config: StudyConfig, figures: Sequence[st
                        for name in ("empirical", "gaussian")]),
             *_figures("closed_form", figures),
             rep.heading("2. Training the network", 2),
-            rep.paragraph(f"MLP {tc.width} x {tc.depth}, {tc.steps} steps, batch "
+            rep.paragraph(f"{describe_model(tc)}, {tc.steps} steps, batch "
                           f"{tc.batch_size}, lr {tc.lr:g}; EMA gap on {tc.eval_sigmas} "
                           f"sigmas in [{tc.sigma_min:g}, {tc.sigma_max:g}] every "
                           f"{tc.eval_every} steps."),

@@ -4,7 +4,7 @@
 
     [sweep]
     data = "digits"
-    model = "mlp"            # or "unet", "empirical", "gaussian", "position_error"
+    model = "mlp"            # or "unet", "dit", "empirical", "gaussian", "position_error"
     steps = 16000
     eval_steps = [0, 1000, 2000, 4000, 8000, 12000, 16000]
     sample_steps = [4000, 8000, 16000]   # where samples are drawn and memorization measured
@@ -33,7 +33,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from jaxgap.train import TrainConfig, load_data
+from jaxgap.train import ARCH_FIELDS, TrainConfig, load_data
 
 __all__ = ["CLOSED_FORMS", "MODELS", "Member", "SweepSpec", "data_size", "load_spec",
            "parse_spec"]
@@ -42,7 +42,7 @@ PARTNER_SEED = 1_000_000
 """The disjoint-halves partner of seed ``s`` trains with seed ``s + PARTNER_SEED``
 (initialization, data order, noise) on the split of seed ``s``; it samples from seed ``s``'s
 noise, as its half-0 partner does."""
-NETS = ("mlp", "unet")
+NETS = tuple(ARCH_FIELDS)
 CLOSED_FORMS = ("empirical", "gaussian", "position_error")
 MODELS = NETS + CLOSED_FORMS
 SWEEP_KEYS = {
@@ -57,7 +57,6 @@ DATA_FIELDS = {"data", "data_options", "train_size", "train_offset", "eval_sigma
                "condition", "guidance"}
 """The fields a closed-form model depends on (its training set, its conditions, its
 evaluation)."""
-MLP_ONLY, UNET_ONLY = {"width", "depth"}, {"channels"}
 
 
 class Member(NamedTuple):
@@ -311,8 +310,9 @@ def _type_name(t) -> str:
 
 def _check_matters(name: str, model: str, *, where: str = "grid") -> None:
     """Refuse a setting that changes nothing for ``model``."""
+    arch = {f for fields in ARCH_FIELDS.values() for f in fields}
     useless = (model in CLOSED_FORMS and name in TRAIN_FIELDS - DATA_FIELDS) or (
-        model == "mlp" and name in UNET_ONLY) or (model == "unet" and name in MLP_ONLY)
+        model in NETS and name in arch - set(ARCH_FIELDS[model]))
     if useless:
         _fail(f"{where}.{name}: changes nothing for model {model!r}")
 
