@@ -58,6 +58,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxgap import _io, _progress, _streams
 from jaxgap import noise as _noise
+from jaxgap._jit import step_jit
 from jaxgap._mc import default_batch_size
 from jaxgap.denoisers import guided
 from jaxgap.losses import per_example_loss
@@ -285,7 +286,7 @@ class Ensemble(NamedTuple):
           mesh: optional 1-D mesh the member axis (of ``state`` too) is sharded over.
         """
         body = step_body(self.graphdef, self.configs[0], self.batch(data))
-        step_fn = jax.jit(jax.vmap(body))
+        step_fn = step_jit(jax.vmap(body))
         vals = self.member_values()
         args = shard((data.train, data.train_cond, data.n, vals["key"], vals["hp"]), mesh)
         return lambda state: step_fn(state, *args)

@@ -31,6 +31,7 @@ from jaxgap import _io, _progress, _streams
 from jaxgap import data as _data
 from jaxgap import noise as _noise
 from jaxgap._config import ARCH_FIELDS, EVAL_SIZE, TrainConfig
+from jaxgap._jit import step_jit
 from jaxgap._runfolder import (
     CHECKPOINTS,
     append_jsonl,
@@ -238,7 +239,7 @@ def make_step(graphdef, tx, config: TrainConfig, train_x, batch: int, train_c=No
     :func:`init_state`, is rebuilt inside the step from the config's values; ``train_c``:
     the examples' condition ids of a conditional network)."""
     del tx
-    step_fn = jax.jit(step_body(graphdef, config, batch))
+    step_fn = step_jit(step_body(graphdef, config, batch))
     base = jax.random.PRNGKey(config.seed)
     n = jnp.asarray(train_x.shape[0], jnp.int32)
     hp = hyper(config)

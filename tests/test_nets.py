@@ -311,6 +311,32 @@ def test_unet_three_levels(rng):
     assert den(_normal(rng, (2, 64)), 0.5).shape == (2, 64)
 
 
+@pytest.mark.parametrize("shape,channels", [((8, 8, 1), (8, 16, 16)), ((12, 20, 2), (8, 16)),
+                                            ((4, 4, 1), (8, 8, 8))])
+def test_unet_fast_paths_equal_plain_convs(shape, channels, rng, monkeypatch):
+    """The low-resolution upsampling conv and the tiny-image matmul give the function (and
+    gradient) of plain nearest upsampling + ``nnx.Conv`` on the same parameters."""
+    from jaxgap.nets import unet as unet_mod
+
+    den = _randomize_output_layer(UNetDenoiser(shape, channels=channels, blocks_per_level=2,
+                                               emb_dim=16, rngs=nnx.Rngs(1)))
+    dim = math.prod(shape)
+    x, sigma = _normal(rng, (3, dim)), np.array([0.05, 0.7, 4.0], np.float32)
+
+    def loss(d):
+        return jnp.sum(d(x, sigma) ** 2)
+
+    fast, g_fast = loss(den), nnx.grad(loss)(den)
+    monkeypatch.setattr(unet_mod, "_TINY_PIXELS", 0)
+    monkeypatch.setattr(unet_mod._Upsample, "__call__", lambda self, h: self.conv(
+        jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)))
+    plain, g_plain = loss(den), nnx.grad(loss)(den)
+    np.testing.assert_allclose(float(fast), float(plain), rtol=1e-4)
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(g_plain))
+    for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_plain), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4 * scale)
+
+
 def test_works_with_losses(key):
     den = _randomize_output_layer(_small("mlp"))
     data = _normal(np.random.default_rng(0), (6, D))

@@ -2,10 +2,13 @@ r"""A small U-Net denoiser for images stored flat (HWC order), with EDM precondi
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+from jax import lax
 from jaxtyping import Array, Float, Int
 
 from jaxgap._checks import positive_float, positive_int
@@ -16,6 +19,10 @@ __all__ = ["UNet", "UNetDenoiser"]
 
 _zeros = nnx.initializers.zeros_init()
 _MAX_GROUPS = 8
+# Images of at most this many pixels (the 2x2 bottom of a 3-level U-Net on 8x8 digits) are
+# convolved as one dense matmul: XLA:CPU runs convs over such images in a generic loop at a
+# fraction of its matmul rate (see _conv_matrix).
+_TINY_PIXELS = 4
 
 
 def _groups(channels: int) -> int:
@@ -50,19 +57,152 @@ class _ResBlock(nnx.Module):
 
     def __call__(self, x: Float[Array, "n h w c"], emb: Float[Array, "n e"]):
         h = nnx.silu(self.norm(x) + self.emb_proj(emb)[:, None, None, :])
-        h = self.conv(h)
-        return (x if self.skip is None else self.skip(x)) + h
+        h = _conv(self.conv, h)
+        return (x if self.skip is None else _conv(self.skip, x)) + h
 
 
 class _Upsample(nnx.Module):
-    """Nearest-neighbour 2x upsampling followed by a 3x3 conv."""
+    """Nearest-neighbour 2x upsampling followed by a 3x3 conv (computed at the low
+    resolution, see :func:`_upsample_conv`; from images of at most ``_TINY_PIXELS``
+    pixels as one matmul, see :func:`_conv_matrix`)."""
 
     def __init__(self, c_in: int, c_out: int, *, rngs: nnx.Rngs):
         self.conv = nnx.Conv(c_in, c_out, (3, 3), rngs=rngs)
 
-    def __call__(self, x: Float[Array, "n h w c"]):
-        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-        return self.conv(x)
+    def __call__(self, x: Float[Array, "n h w c"]) -> Float[Array, "n 2h 2w o"]:
+        conv = self.conv
+        x, kernel, bias = conv.promote_dtype((x, conv.kernel[...], conv.bias[...]),
+                                             dtype=conv.dtype)
+        if x.shape[1] * x.shape[2] <= _TINY_PIXELS:
+            return _dense_conv(x, kernel, bias, upsample=True)
+        return _upsample_conv(x, kernel, bias)
+
+
+def _conv(conv: nnx.Conv, x: Float[Array, "n h w c"]) -> Float[Array, "n h w o"]:
+    """``conv(x)`` for the U-Net's stride-1, zero-padded 3x3 and 1x1 convs; over images of
+    at most ``_TINY_PIXELS`` pixels as one matmul (:func:`_conv_matrix`)."""
+    if x.shape[1] * x.shape[2] > _TINY_PIXELS:
+        return conv(x)
+    x, kernel, bias = conv.promote_dtype((x, conv.kernel[...], conv.bias[...]),
+                                         dtype=conv.dtype)
+    return _dense_conv(x, kernel, bias)
+
+
+@functools.cache
+def _tap_selector(height: int, width: int, size: int, upsample: bool) -> np.ndarray:
+    """``S[p, q, t] = 1`` where kernel tap ``t`` (row-major in the ``size x size`` kernel)
+    links input pixel ``p`` to output pixel ``q`` (both row-major) of a zero-padded,
+    stride-1 conv of a ``height x width`` image, or of its nearest 2x upsampling (several
+    taps of one output pixel then link to the same input pixel), else 0."""
+    scale = 2 if upsample else 1
+    out_h, out_w, half = scale * height, scale * width, size // 2
+    sel = np.zeros((height * width, out_h * out_w, size * size), np.float32)
+    for a in range(out_h):
+        for b in range(out_w):
+            for i in range(size):
+                for j in range(size):
+                    r, c = a + i - half, b + j - half
+                    if 0 <= r < out_h and 0 <= c < out_w:
+                        sel[(r // scale) * width + c // scale, a * out_w + b, i * size + j] = 1
+    return sel
+
+
+def _conv_matrix(kernel: Float[Array, "k k c o"], height: int, width: int, *,
+                 upsample: bool = False) -> Float[Array, "hwc pqo"]:
+    r"""The zero-padded, stride-1 conv of ``height x width`` images (after a nearest 2x
+    upsampling when ``upsample``) as a matrix ``M [H W C, H' W' O]``: ``conv(x)`` is
+    ``x.reshape(n, H W C) @ M`` (flattened HWC on both sides),
+
+    .. math:: M_{(p, c), (q, o)} = \sum_t S_{p q t}\, K_{t, c, o},
+
+    with ``S`` the 0/1 tap selector (:func:`_tap_selector`). Used for tiny images (at most
+    ``_TINY_PIXELS`` pixels), where the matrix is small (``16 C O`` entries for a 2x2
+    image, fewer multiply-adds than the conv's ``36 C O``) and XLA:CPU would leave the conv
+    (and its gradients) to a generic loop several times slower than its matmul; the same
+    function to float32 rounding.
+
+    Example:
+      >>> import jax
+      >>> from jax import lax
+      >>> kx, kk = jax.random.split(jax.random.key(0))
+      >>> x, k = jax.random.normal(kx, (3, 2, 2, 4)), jax.random.normal(kk, (3, 3, 4, 5))
+      >>> dn = ("NHWC", "HWIO", "NHWC")
+      >>> ref = lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn)
+      >>> out = (x.reshape(3, 16) @ _conv_matrix(k, 2, 2)).reshape(3, 2, 2, 5)
+      >>> bool(jnp.allclose(out, ref, rtol=1e-5, atol=1e-5))
+      True
+      >>> up = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+      >>> ref = lax.conv_general_dilated(up, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn)
+      >>> out = (x.reshape(3, 16) @ _conv_matrix(k, 2, 2, upsample=True)).reshape(3, 4, 4, 5)
+      >>> bool(jnp.allclose(out, ref, rtol=1e-5, atol=1e-5))
+      True
+    """
+    size, _, c_in, c_out = kernel.shape
+    sel = jnp.asarray(_tap_selector(height, width, size, upsample), kernel.dtype)
+    matrix = jnp.einsum("pqt,tco->pcqo", sel, kernel.reshape(size * size, c_in, c_out))
+    return matrix.reshape(height * width * c_in, -1)
+
+
+def _dense_conv(x: Float[Array, "n h w c"], kernel: Float[Array, "k k c o"],
+                bias: Float[Array, " o"], *, upsample: bool = False):
+    """``conv(x) + bias`` (after a nearest 2x upsampling when ``upsample``) as one matmul
+    with :func:`_conv_matrix`."""
+    n, h, w, c = x.shape
+    scale = 2 if upsample else 1
+    y = x.reshape(n, h * w * c) @ _conv_matrix(kernel, h, w, upsample=upsample)
+    return y.reshape(n, scale * h, scale * w, kernel.shape[-1]) + bias.reshape(1, 1, 1, -1)
+
+
+def _merge_taps(k, phase: int, axis: int):
+    """The 3 taps of a 3x3 kernel along ``axis`` (rows 0, columns 1) merged into the 2 taps
+    that output phase ``phase`` of a nearest-upsampled input sees."""
+    k0, k1, k2 = (jnp.take(k, i, axis=axis) for i in range(3))
+    return jnp.stack([k0, k1 + k2] if phase == 0 else [k0 + k1, k2], axis=axis)
+
+
+def _upsample_conv(x: Float[Array, "n h w c"], kernel: Float[Array, "3 3 c o"],
+                   bias: Float[Array, " o"]) -> Float[Array, "n 2h 2w o"]:
+    r"""``conv3x3(up(x)) + bias`` (zero padding 1) with ``up`` the nearest 2x upsampling,
+    computed as four 2x2 convolutions of ``x`` itself, one per output phase.
+
+    Output pixel ``(2a + p, 2b + q)`` sees upsampled rows ``2a + p - 1 .. 2a + p + 1``, which
+    are input rows ``a - 1, a, a`` (``p = 0``) or ``a, a, a + 1`` (``p = 1``); the kernel
+    taps that fall on the same input row (or column) add up:
+
+    .. math::
+        y_{2a+p,\,2b+q} = \sum_{u, v \in \{0, 1\}} x_{a+p+u-1,\,b+q+v-1}\,
+            K^{(p,q)}_{u,v}, \qquad
+        K^{(0)} = (k_0,\ k_1 + k_2), \quad K^{(1)} = (k_0 + k_1,\ k_2)
+
+    per axis (out-of-range ``x`` is zero, as the upsampled image's zero padding is). The
+    same function as upsampling then convolving, to float32 rounding (the tap sums), with
+    4 instead of 9 multiply-adds per output pixel and channel pair, and without the
+    upsampled image (nor its transposed copy for the kernel gradient).
+
+    Example:
+      >>> import jax
+      >>> from jax import lax
+      >>> kx, kk = jax.random.split(jax.random.key(0))
+      >>> x = jax.random.normal(kx, (2, 3, 4, 5))
+      >>> k = jax.random.normal(kk, (3, 3, 5, 6))
+      >>> up = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+      >>> ref = lax.conv_general_dilated(up, k, (1, 1), ((1, 1), (1, 1)),
+      ...                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      >>> out = _upsample_conv(x, k, jnp.zeros(6))
+      >>> out.shape, bool(jnp.allclose(out, ref, rtol=1e-5, atol=1e-5))
+      ((2, 6, 8, 6), True)
+    """
+    n, h, w, _ = x.shape
+    rows = []
+    for p in range(2):
+        k_p = _merge_taps(kernel, p, axis=0)
+        cols = [lax.conv_general_dilated(x, _merge_taps(k_p, q, axis=1), (1, 1),
+                                         ((1 - p, p), (1 - q, q)),
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                for q in range(2)]
+        rows.append(jnp.stack(cols, axis=3))  # [n, h, w, q, o]
+    y = jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, kernel.shape[-1])  # [n, h, p, w, q, o]
+    return y + bias.reshape(1, 1, 1, -1)
 
 
 def _downsample(x: Float[Array, "n h w c"]):
@@ -82,8 +222,10 @@ class UNet(nnx.Module):
       noise embedding added, SiLU, 3x3 conv); except at the last (lowest-resolution)
       level, the output is kept as the skip of level ``i`` and 2x2 average pooling follows;
     - middle: one residual block at the lowest resolution;
-    - up, level ``i = L-2 .. 0``: nearest 2x upsampling and a 3x3 conv to ``channels[i]``,
-      concatenation with the skip of level ``i``, ``blocks_per_level`` residual blocks;
+    - up, level ``i = L-2 .. 0``: nearest 2x upsampling and a 3x3 conv to ``channels[i]``
+      (computed at the low resolution as four 2x2 convs, one per output pixel phase: the
+      same function to float32 rounding, 4/9 of the work), concatenation with the skip of
+      level ``i``, ``blocks_per_level`` residual blocks;
     - out: GroupNorm, SiLU, 3x3 conv ``channels[0] -> C``, zero-initialized (``F = 0``
       at initialization).
 
@@ -163,7 +305,7 @@ class UNet(nnx.Module):
         Returns: ``F: [n, H*W*C]``."""
         n = x_in.shape[0]
         emb = embed_noise_and_class(self, c_noise, cond)
-        h = self.conv_in(x_in.reshape(n, *self.image_shape))
+        h = _conv(self.conv_in, x_in.reshape(n, *self.image_shape))
         skips = []
         for i, level in enumerate(self.down):
             for block in level:
@@ -176,7 +318,7 @@ class UNet(nnx.Module):
             h = jnp.concatenate([upsample(h), skips.pop()], axis=-1)
             for block in level:
                 h = block(h, emb)
-        h = self.conv_out(nnx.silu(self.norm_out(h)))
+        h = _conv(self.conv_out, nnx.silu(self.norm_out(h)))
         return h.reshape(n, self.dim)
 
 
