@@ -34,8 +34,9 @@ def _check_schema(claim):
 # ----------------------------------------------------------------------------- the file
 
 def test_default_file_version_changelog_and_thresholds():
-    assert CRIT.version == 2
-    assert [v for v, _ in CRIT.changelog] == [1, 2]
+    assert CRIT.version == 3
+    assert [v for v, _ in CRIT.changelog] == [1, 2, 3]
+    assert "No threshold of version 2 changed" in dict(CRIT.changelog)[3]
     assert "copy_low = 0.1" in dict(CRIT.changelog)[1]
     assert (CRIT.gap_peak.z_peak, CRIT.gap_peak.low_factor, CRIT.gap_peak.high_factor) == \
         (3.0, 10.0, 3.0)
@@ -45,8 +46,9 @@ def test_default_file_version_changelog_and_thresholds():
     assert set(texts) == set(C.CLAIMS)
     assert "3 se" in texts["gap_peak"] and "3 sigma_data" in texts["gap_peak"]
     assert "0.02" in texts["copying"] and "0.9" in texts["copies"]
+    assert CRIT.factors.margin == 0.02 and "0.02" in texts["factor_model_size"]
     for table in ("pooling", "gap_peak", "gap_grows", "copying", "domain", "generalization",
-                  "smoothing"):
+                  "smoothing", "factors"):
         assert getattr(CRIT, table).rationale.strip()
 
 
@@ -66,12 +68,13 @@ def _bad(tmp_path, old, new):
     ("level = 0.95", "level = 1.5", r"pooling\.level: expected a number in \(0, 1\)"),
     ("band_high = 0.9", "band_high = 0.4", r"domain\.band_high"),
     ("z_growth = 3.0", "z_growth = -1.0", r"gap_grows\.z_growth: expected a number > 0"),
-    ("version = 2", "version = 3", r"changelog: .*missing version\(s\) \[3\]"),
-    ("version = 2", "version = 1", r"changelog\.2: expected a version in 1\.\.1"),
-    ("version = 2", "version = 0", r"version: expected an integer >= 1"),
+    ("version = 3", "version = 4", r"changelog: .*missing version\(s\) \[4\]"),
+    ("version = 3", "version = 2", r"changelog\.3: expected a version in 1\.\.2"),
+    ("version = 3", "version = 0", r"version: expected an integer >= 1"),
     ("[smoothing]", "[smoothin]", r"smoothing: missing"),
     ("\n[changelog]", "\n[extra]\na = 1\n\n[changelog]", r"extra: unknown key"),
-    ("version = 2", "version = ", r"not valid TOML"),
+    ("version = 3", "version = ", r"not valid TOML"),
+    ("[factors]", "[factor]", r"factors: missing"),
 ])
 def test_bad_files_name_the_key(tmp_path, old, new, match):
     with pytest.raises(ValueError, match=match):
@@ -97,15 +100,15 @@ def test_empty_changelog_line_rationale_and_missing_file(tmp_path):
 
 
 def test_a_threshold_change_is_a_new_version(tmp_path):
-    text = DEFAULT_TEXT.replace("version = 2", "version = 3", 1).replace(
+    text = DEFAULT_TEXT.replace("version = 3", "version = 4", 1).replace(
         "margin = 0.02", "margin = 0.05", 1).replace(
-        "\n[pooling]", '\n3 = "margin 0.05: a test of the policy"\n\n[pooling]', 1)
+        "\n[pooling]", '\n4 = "margin 0.05: a test of the policy"\n\n[pooling]', 1)
     path = tmp_path / "criteria.toml"
     path.write_text(text)
     crit = C.load_criteria(path)
-    assert crit.version == 3 and crit.copying.margin == 0.05 and crit.changelog[-1][0] == 3
+    assert crit.version == 4 and crit.copying.margin == 0.05 and crit.changelog[-1][0] == 4
     claim = C.judge_no_copying([_copy(0.04)] * 3, criteria=crit)
-    assert claim["criteria_version"] == 3 and "0.05" in claim["criterion"]
+    assert claim["criteria_version"] == 4 and "0.05" in claim["criterion"]
 
 
 # ----------------------------------------------------------------------------- pooling
@@ -576,3 +579,32 @@ def test_every_judge_returns_the_schema():
         _check_schema(c)
         assert c["claim"] == C.CLAIMS[c["id"]] and c["criterion"] == CRIT.texts()[c["id"]]
         assert len(c["per_seed"]) == c["seeds"]
+
+
+# ----------------------------------------------------------------------------- factors
+
+def _pair(high, low, n=256):
+    return {"high": high, "high_num": n, "low": low, "low_num": n}
+
+
+def test_factor_rows_pass_fail_and_their_untrained_control():
+    untrained = C.Control("step 0", "negative", [_pair(0.0, 0.0)] * 3)
+    # Model size on constructed numbers: 0.6 vs 0.1 over 3 seeds is an effect ...
+    big = _check_schema(C.judge_factor("factor_model_size", [_pair(0.6, 0.1), _pair(0.55, 0.12),
+                                                      _pair(0.62, 0.08)],
+                                controls=[untrained]))
+    assert big["supported"] and big["seeds_supporting"] == 3
+    assert big["interval"][0] > 0.3 and big["controls"][0]["supported"] is False
+    # ... 0.03 vs 0.02 is not (inside the margin), nor is a reversed effect.
+    assert not C.judge_factor("factor_guidance", [_pair(0.03, 0.02)] * 3)["supported"]
+    assert not C.judge_factor("factor_time", [_pair(0.1, 0.5)] * 3)["supported"]
+    # A control that shows the effect (a difference at step 0) fails the row.
+    broken = C.judge_factor("factor_condition", [_pair(0.6, 0.1)] * 3, controls=[
+        C.Control("step 0", "negative", [_pair(0.5, 0.0)] * 3)])
+    assert not broken["supported"] and "came out supported" in broken["measured"]
+    # Two seeds are too few.
+    assert not C.judge_factor("factor_data_size", [_pair(0.9, 0.0)] * 2)["supported"]
+    with pytest.raises(ValueError, match="cid"):
+        C.judge_factor("factor_colour", [_pair(0.9, 0.0)] * 3)
+    with pytest.raises(ValueError, match=r"seeds\[0\].*low_num"):
+        C.judge_factor("factor_time", [{"high": 0.5, "high_num": 10, "low": 0.1}] * 3)

@@ -1,5 +1,5 @@
 """The report page and its figures: sizes, readable labels, error bands, peaks marked only
-where significant, the loss scale, claim labels, the device line; the peak of a plateau."""
+where significant, the loss scale, the claims table, the device line; the peak of a plateau."""
 
 import io
 import re
@@ -10,7 +10,8 @@ import pytest
 from jaxgap.losses import GapCurve, curve_peak
 from jaxgap.report import _figure, plots
 from jaxgap.report import report as rep
-from jaxgap.study import default_config, evaluate_claims
+from jaxgap.study import default_config
+from jaxgap.study.criteria import Control, judge_copies
 from jaxgap.study.report_text import FIGURES, device_text, report_blocks
 
 S5 = np.array([0.1, 0.2, 0.4, 0.8, 1.6])
@@ -193,35 +194,35 @@ def test_html_figures_keep_their_drawn_size_and_scroll():
 # The study's report text
 # ------------------------------------------------------------------------------------------
 
-NUMBERS = {
-    "training": {"first_step": 500, "gap_max_first": 0.04, "gap_max_first_se": 0.003,
-                 "last_step": 3000, "gap_max_last": 0.09, "gap_max_last_se": 0.004,
-                 "peak_sigma": 0.5, "gap_at_sigma_min": 1e-5,
-                 "gap_max_by_step": [[0, 0.01], [500, 0.04], [3000, 0.09]]},
-    "closed_form": {"sigma_min": 0.002,
-                    "empirical": {"gap_max": 0.0735, "gap_max_se": 0.003,
-                                  "gap_at_sigma_min": 0.0730, "peak_sigma": 0.36},
-                    "gaussian": {"gap_max": 0.016, "gap_max_se": 0.01,
-                                 "gap_at_sigma_min": 1e-5, "peak_sigma": 2.3}},
-    "memorization": {name: {"memorized_fraction": f, "memorized_fraction_se": 0.01,
-                            "copy_ratio_median": 0.5, "mean_distance_to_train": 1.0,
-                            "mean_distance_to_val": 1.0}
-                     for name, f in (("empirical", 1.0), ("network", 0.02),
-                                     ("toy_model", 0.1))},
-    "domain": {"network": {"farther_sigmas": [0.5], "closer_sigmas": []}},
-    "fit": {"delta": 0.3, "sse": 1e-5},
-    "toy_field": {"sigma": 0.002, "sharpness_empirical": 33.0, "sharpness_toy": 1.2,
-                  "neff_empirical": 1.0, "neff_toy": 2.0, "toy_gap_at_sigma_min": 0.001},
-}
+def _results(data: str = "digits", device: str = "cpu: cpu") -> dict:
+    """A results.json document with real claim objects (judged on constructed numbers)."""
+    opt = [{"seed": k, "num": 256, "flagged": 1.0} for k in range(3)]
+    claims = [judge_copies(opt, controls=[Control("held-out", "negative",
+                                                  [{"num": 300, "flagged": 0.0}])])]
+    cf = {"sigma_min": 0.002,
+          "empirical": {"gap_max": 0.0735, "gap_max_se": 0.003, "gap_at_sigma_min": 0.0730,
+                        "peak_sigma": 0.36},
+          "gaussian": {"gap_max": 0.016, "gap_max_se": 0.01, "gap_at_sigma_min": 1e-5,
+                       "peak_sigma": 2.3}}
+    return {"data": data, "num_train": 512, "num_val": 300, "dim": 64, "seeds": [0, 1, 2],
+            "device": device, "jax_version": "0.x", "jaxgap_version": "0.x",
+            "criteria_version": 2, "claims": claims, "closed_form": cf,
+            "regimes": {"cells": [{"train_size": 512, "step": 4000, "no_copying": True,
+                                   "copy_excess": 0.0, "interval": [-0.01, 0.01],
+                                   "seeds_supporting": 3, "seeds": 3,
+                                   "gap_peak_height": 0.03}],
+                        "statements": ["N = 512: samples stay at the held-out baseline up "
+                                       "to step 4000"]},
+            "memorization_onset": [{"shows": "slope 0.6", "note": "n", "reference": "B"}],
+            "disclosure": {"defaults": "d", "tried_before": "t", "controls": "c",
+                           "flips": ["f"]},
+            "stage_seconds": {"closed_form": 1.0, "sweep": None}, "total_seconds": 1.0,
+            "stages_skipped": ["sweep"]}
 
 
 def _report(device: str = "cpu: cpu", data: str = "digits"):
-    results = {**NUMBERS, "data": data, "num_train": 512, "num_val": 300, "dim": 64,
-               "device": device, "jax_version": "0.x", "jaxgap_version": "0.x",
-               "claims": evaluate_claims(NUMBERS), "val_mean_distance_to_train": 3.0,
-               "stage_seconds": {"closed_form": 1.0}, "stages_skipped": []}
     figures = [name for _, name, _ in FIGURES]
-    blocks = report_blocks(results, default_config(data), figures, ["closed_form"])
+    blocks = report_blocks(_results(data, device), default_config(data), figures)
     return blocks, rep.render_markdown(blocks)
 
 
@@ -233,7 +234,7 @@ def test_device_line_says_cpu_once():
     assert "Device CPU, JAX" in md and "cpu: cpu" not in md
 
 
-def test_loss_scale_is_stated_under_the_first_table():
+def test_loss_scale_is_stated_under_the_claims_table():
     blocks, _ = _report()
     first = next(i for i, b in enumerate(blocks) if b.kind == "table")
     note = blocks[first + 1]
@@ -244,31 +245,28 @@ def test_loss_scale_is_stated_under_the_first_table():
     assert "[-1, 1]" not in other[first + 1].text  # not claimed for data not scaled so
 
 
-def test_claims_are_labelled_by_the_papers_claims():
+def test_claims_table_shows_intervals_seeds_controls_and_the_criteria_version():
     blocks, md = _report()
-    assert not re.search(r"\bC[123]\b", md)
     table = next(b for b in blocks if b.kind == "table")
-    assert table.header[:2] == ("claim", "paper claim")
-    ids = [c["id"] for c in evaluate_claims(NUMBERS)]
-    papers = {cid: row[1].split(":")[0] for cid, row in zip(ids, table.rows, strict=True)}
-    assert papers == {"gap_grows": "1", "gap_peak": "1", "copying": "1", "domain": "3",
-                      "smoothing": "2"}
+    assert table.header[:5] == ("claim", "supported", "estimate [95% interval]",
+                                "seeds supporting", "controls")
+    row = table.rows[0]
+    assert row[1] == "yes" and row[3] == "3/3"
+    assert re.fullmatch(r"1 \[[0-9.]+, [0-9.]+\]", row[2]), row[2]
+    assert row[4] == "held-out (negative): not supported"
+    assert "criteria (version 2, `jaxgap/study/criteria.toml`" in md
     assert "makes three claims: (1) diffusion models memorize in training" in md
 
 
-def test_report_calls_only_a_significant_largest_gap_a_peak():
+def test_phase_map_comes_first_and_each_figure_follows_its_section():
     blocks, md = _report()
-    table = next(b for b in blocks if b.kind == "table" and b.header[0] == "denoiser")
-    cells = {row[0]: row[3] for row in table.rows}
-    assert cells == {"empirical": "yes (24 se)", "gaussian": "no (1.6 se): not significant"}
-    assert "peak at sigma" not in md  # the measured text says "largest gap at sigma"
-
-
-def test_each_figure_follows_its_section():
-    blocks, _ = _report()
     pos = {b.image: i for i, b in enumerate(blocks) if b.kind == "figure"}
     heads = {b.text: i for i, b in enumerate(blocks) if b.kind == "heading"}
-    assert heads["1. Closed-form denoisers"] < pos["gap_closed_form.png"] < heads[
-        "2. Training the network"] < pos["gap_over_training.png"] < heads[
-        "3. Sampling and memorization"]
-    assert pos["toy_fit.png"] > heads["5. Toy model"]
+    assert min(pos, key=pos.get) == "phase_map.png"
+    assert heads["Claims"] < pos["phase_map.png"] < heads["Closed-form denoisers"] < pos[
+        "gap_closed_form.png"] < heads["Training (first seed)"] < pos["gap_over_training.png"]
+    assert pos["toy_fit.png"] > heads["Toy model (first seed)"]
+    assert "N = 512: samples stay at the held-out baseline up to step 4000." in md
+    assert heads["Disclosure"] > heads["The five factors"] > pos["toy_fit.png"]
+    table = next(b for b in blocks if b.kind == "table" and b.header[0] == "denoiser")
+    assert [row[0] for row in table.rows] == ["empirical", "gaussian"]

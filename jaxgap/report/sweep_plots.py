@@ -25,7 +25,8 @@ from jaxgap.report._figure import new_figure, save
 from jaxgap.sweep.analysis import gap_peaks, memorization_onset, over_seeds, sort_key
 from jaxgap.sweep.tables import read_csv
 
-__all__ = ["plot_gap_peaks", "plot_memorization", "plot_phase_map", "plot_sweep"]
+__all__ = ["plot_factor_levels", "plot_gap_peaks", "plot_memorization", "plot_phase_map",
+           "plot_sweep"]
 
 _NOTE = dict(ha="center", va="center", fontsize=10, wrap=True)
 
@@ -223,6 +224,57 @@ def plot_memorization(sample_rows: Sequence[Mapping[str, Any]],
     for ax in (ax_step, ax_ratio):
         ax.set_ylim(-0.02, 1.02)
         ax.grid(True, which="major", alpha=0.3)
+    save(fig, path, title=title, dpi=dpi, fontsize=10)
+
+
+def plot_factor_levels(sample_rows: Sequence[Mapping[str, Any]], factor: str,
+                       path: str | os.PathLike | IO[bytes], *, level: float = 0.95,
+                       title: str | None = None, dpi: int = 150) -> None:
+    """Memorized fraction per level of one factor (categorical x axis, the file's order),
+    one marker series per sampled step: means over seeds (``half = 0``) with ``level``
+    t-intervals, and the held-out baseline (dashed).
+
+    Args:
+      sample_rows: rows of ``samples.csv`` with the ``factor`` column.
+      factor: the column holding the levels (e.g. ``model_size``).
+      path: PNG file name or binary file object.
+      level: confidence level of the bars.
+      title: figure title.
+      dpi: resolution.
+    """
+    rows = [r for r in sample_rows if (r.get("half") or 0) == 0 and r.get(factor) is not None
+            and r.get("memorized") is not None]
+    title = title or f"memorized fraction by {factor}"
+    if not rows:
+        _note_figure(path, f"no memorization measurements with a {factor!r} column", title, dpi)
+        return
+    levels = list(dict.fromkeys(r[factor] for r in rows))
+    steps = sorted({r["step"] for r in rows})
+    cmap = colormaps["viridis"]
+    fig = new_figure((7.0, 4.4))
+    ax = fig.subplots()
+    for j, step in enumerate(steps):
+        stats = over_seeds([r for r in rows if r["step"] == step], "memorized", by=[factor],
+                           level=level)
+        by_level = {s[factor]: s for s in stats}
+        x = np.array([levels.index(v) for v in by_level], np.float64) + 0.08 * (j - 0.5)
+        y = np.array([_num(s["mean"]) for s in by_level.values()])
+        lo = np.array([_num(s["lo"]) for s in by_level.values()])
+        hi = np.array([_num(s["hi"]) for s in by_level.values()])
+        color = cmap(j / max(len(steps) - 1, 1) * 0.9)
+        ax.errorbar(x, y, yerr=[np.nan_to_num(y - lo), np.nan_to_num(hi - y)], fmt="o",
+                    color=color, capsize=3, label=f"step {step}")
+    base = over_seeds([r for r in rows if r.get("base_memorized") is not None],
+                      "base_memorized", by=[factor], level=level)
+    if base:
+        ax.plot([levels.index(s[factor]) for s in base], [_num(s["mean"]) for s in base],
+                color="0.4", linestyle="--", label="held-out baseline (real images)")
+    ax.set_xticks(range(len(levels)), [str(v) for v in levels])
+    ax.set_xlabel(factor)
+    ax.set_ylabel("memorized fraction of samples")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
     save(fig, path, title=title, dpi=dpi, fontsize=10)
 
 

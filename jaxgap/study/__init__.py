@@ -2,44 +2,31 @@ r"""The study behind ``jaxgap reproduce``: the paper's claims measured end to en
 resumable stages, with a report and a claims table.
 
 Stages (run in this order; each writes its files into the output folder and, last, its
-``<stage>.json``, the JSON of its typed result in :mod:`jaxgap.study.results`; a stage
-whose JSON exists is skipped on ``--resume``):
+``<stage>.json``, the JSON of its result in :mod:`jaxgap.study.results`; a stage whose
+JSON exists is skipped on ``--resume``):
 
 1. ``closed_form``: gap curves of the empirical (optimal) and Gaussian denoisers of the
-   training set on the study's log grid (``closed_form.json``, ``gap_closed_form.png``).
-2. ``train``: the default network (EDM-preconditioned MLP) trained on the same training set
-   with the per-sigma gap recorded over training (:func:`jaxgap.train.train_and_evaluate`
-   in ``train/``: orbax checkpoints, so a killed run continues from its last checkpoint;
-   ``train.json``, ``gap_over_training.png``).
-3. ``sample``: first the position-error toy model :class:`~jaxgap.theory.PositionError`
-   is fitted to the network's final EMA gap curve (:func:`~jaxgap.theory.fit_delta`; the
-   fit is needed to sample from the toy model), then the empirical denoiser, the network
-   and the fitted toy model each draw samples from the same initial noise
-   (:func:`sample_and_measure`, as ``jaxgap sample`` does); memorized fractions by the 1/3
-   rule with bootstrap standard errors (``samples.npz``, ``samples_<sampler>.png`` for
-   image data, ``sample.json``).
-4. ``domain``: inference-domain diagnostics (normalized nearest-training-point distance,
-   posterior concentration) of noisy training states, noisy validation states and every
-   sampler's trajectory states at the sampler's noise levels (``domain.json``,
-   ``domain.png``).
-5. ``toy``: the toy-model fit figure (network, fitted toy model and optimal denoiser gap
-   curves) and the toy model's field diagnostics: the effective number of training points
-   its posterior spreads over on noisy validation states, against the optimal denoiser's
-   (``toy.json``, ``toy_fit.png``).
+   first seed's training set (``closed_form.json``, ``gap_closed_form.png``).
+2. ``sweep``: the network on ``train_size`` images (the claims) and on ``memorize_size``
+   images (the memorizing control), ``seeds`` seeds each, trained as one ensemble by the
+   sweep engine (``sweep/``: :func:`jaxgap.sweep.run_sweep`, resumable inside the
+   ensemble), evaluated over training and sampled at steps 0, T/4, T/2 and T; every
+   sampled network also gets the measurements of :mod:`jaxgap.study._measure` (noisy
+   copies, and at the end trajectory domain, field sharpness and a second evaluation);
+   ``phase_map.png``, ``memorization.png``, ``gap_over_training.png``.
+3. ``noise``: the same network on structureless noise data of the data's shape
+   (``noise/``; the negative control of "the network generalizes").
+4. ``controls``: the optimal denoiser as a sampler per seed: its copies, trajectory domain
+   and field sharpness.
+5. ``toy``: the position-error toy model fitted to every seed's final gap curve, to the
+   untrained networks' and to the optimal denoiser's (``toy_fit.png``).
 
-Then ``results.json`` (settings, per-stage timings, the key numbers and the ``claims``
-table, judged by :class:`Criteria`), ``report.md`` and a self-contained ``report.html``
-(:mod:`jaxgap.study.report_text`) are written from the stages' results. Every file is
-written atomically (temporary name, then rename), so a run killed at any moment leaves no
-partial result under a final name; on ``--resume`` a killed stage is redone from its start
-(the training stage from its last checkpoint).
-
-Modules: :mod:`~jaxgap.study.config` (:class:`StudyConfig`, holding the network's
-:class:`~jaxgap.train.TrainConfig`), :mod:`~jaxgap.study.results` (one typed result per
-stage), :mod:`~jaxgap.study.claims` (:class:`Criteria`, :func:`evaluate_claims`),
-:func:`~jaxgap.metrics.sample_and_measure` (sampling and its measurements),
-:mod:`~jaxgap.study.report_text` (the report) and :mod:`~jaxgap.study.pipeline`
-(:func:`run`).
+Then ``results.json`` (settings, timings, ``criteria_version``, the ``claims`` judged by
+:func:`~jaxgap.study.judge_run` with their controls, the phase map's ``regimes``, the
+memorization onset against N, and the ``disclosure``), ``report.md`` and a self-contained
+``report.html`` (:mod:`jaxgap.study.report_text`). Every file is written atomically, so a
+run killed at any moment leaves no partial result under a final name; on ``--resume`` a
+killed stage is redone (the sweep from its last ensemble checkpoint).
 
 Example::
 
@@ -49,38 +36,25 @@ Example::
 """
 
 from jaxgap.metrics import SamplerRun, measure_quality, sample_and_measure
-from jaxgap.study.claims import CLAIM_CRITERIA, CLAIM_TEXT, Criteria, evaluate_claims
+from jaxgap.study.claims import PAPER_CLAIMS
 from jaxgap.study.config import StudyConfig, default_config
+from jaxgap.study.judgement import judge_run
 from jaxgap.study.pipeline import RESULTS, SETTINGS, STAGES, run
-from jaxgap.study.results import (
-    ClosedFormResult,
-    CurveSummary,
-    DomainResult,
-    SampleResult,
-    ToyField,
-    ToyResult,
-    TrainResult,
-)
+from jaxgap.study.results import ClosedFormResult, CurveSummary, StageResult
 
 __all__ = [
-    "CLAIM_CRITERIA",
-    "CLAIM_TEXT",
+    "PAPER_CLAIMS",
     "RESULTS",
     "SETTINGS",
     "STAGES",
     "ClosedFormResult",
-    "Criteria",
     "CurveSummary",
-    "DomainResult",
-    "SampleResult",
     "SamplerRun",
+    "StageResult",
     "StudyConfig",
-    "ToyField",
-    "ToyResult",
-    "TrainResult",
     "default_config",
-    "evaluate_claims",
-    "run",
+    "judge_run",
     "measure_quality",
+    "run",
     "sample_and_measure",
 ]

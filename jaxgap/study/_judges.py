@@ -495,3 +495,25 @@ def eval_smoothing(recs, crit, name, *, sigma_min) -> Verdict:
                 + f"; {_seeds_text(per_seed)}")
     return Verdict(ok, per_seed, _ends(pr, _exp), _exp(pr.mean) if pr.n else math.nan,
                    measured, {"fit_residual_interval": list(_ends(pres))})
+
+
+# ----------------------------------------------------------------------------- factors
+
+def eval_factor(recs, crit, name) -> Verdict:
+    margin, level = crit.factors.margin, crit.pooling.level
+    diffs, per_seed = [], []
+    for i, r in enumerate(recs):
+        where = f"{name}[{i}]"
+        _need(r, ("high", "high_num", "low", "low_num"), where)
+        hi, se_hi = _fraction(r, "high", "high_num", where)
+        lo, se_lo = _fraction(r, "low", "low_num", where)
+        d, se = hi - lo, math.hypot(se_hi, se_lo)
+        diffs.append((d, se))
+        per_seed.append({"seed": r.get("seed", i), "high": hi, "low": lo, "difference": d,
+                         "supported": d - _zq(level) * se > margin})
+    p = _pool(*zip(*diffs, strict=True), level) if diffs else _pool([], None, level)
+    measured = (f"memorized fraction higher level - lower level {_f(p.mean)}, "
+                f"{100 * level:g}% interval {_iv(p)} over {p.n} seed(s) (higher "
+                f"{', '.join(_f(s['high']) for s in per_seed)}; lower "
+                f"{', '.join(_f(s['low']) for s in per_seed)}); {_seeds_text(per_seed)}")
+    return Verdict(_low(p) > margin, per_seed, _ends(p), p.mean, measured, {})

@@ -21,8 +21,9 @@ STUDY_TRAIN = TrainConfig(model="mlp", train_size=512, eval_val_size=300, steps=
 """The default network and its training: the EDM-preconditioned MLP on 512 images."""
 
 QUICK = dict(train_size=64, eval_val_size=128, steps=400, batch_size=64, width=64, depth=2,
-              eval_every=100, ckpt_every=100, eval_sigmas=10, num_noise=1, num_samples=48,
-              sample_steps=8, num_bootstrap=200, fit_grid=6, fit_refine=2)
+             eval_every=200, ckpt_every=100, eval_sigmas=10, num_noise=1, num_samples=64,
+             sample_steps=8, num_bootstrap=200, fit_grid=6, fit_refine=2, seeds=3,
+             memorize_size=8, memorize_seeds=3, noise_seeds=2, control_seeds=3)
 """The settings that ``quick=True`` (``jaxgap reproduce --quick``) changes."""
 
 # Flat settings.json of jaxgap 0.1 (ReproduceConfig): two names differ from TrainConfig's.
@@ -43,6 +44,8 @@ class StudyConfig:
     Attributes:
       train: the training stage's configuration.
       quick: the small settings of :func:`default_config` (recorded for the report).
+      full: also the factor study (model size, condition granularity, guidance sweeps;
+        :mod:`jaxgap.study._factors`).
       num_noise: noise draws per example for the closed-form curves and the fit.
       fit_grid: coarse grid size of the toy-model fit (0 and ``fit_grid - 1`` geometric
         values in ``[0.01, 3]``; None: :func:`~jaxgap.theory.fit_delta`'s default grid).
@@ -50,15 +53,25 @@ class StudyConfig:
       num_samples: samples per sampler.
       sample_steps: Heun steps (EDM schedule); also the diagnostics' noise levels.
       num_bootstrap: bootstrap resamples of the memorized fractions.
+      seeds: the network's seeds (``train.seed``, ``train.seed + 1``, ...), trained as one
+        ensemble; each seed has its own data split, network, noise and samples.
+      memorize_size: training-set size of the memorizing control (the same network trained
+        long on few images).
+      memorize_seeds, memorize_steps: its seeds and steps (None: half the network's steps;
+        at N = 128 that is 4000 epochs).
+      noise_seeds, noise_steps: seeds and steps of the structureless-data control (None: a
+        quarter of the network's steps, to fit the time budget).
+      control_seeds: seeds of the optimal-denoiser and untrained-network controls.
 
     Example:
       >>> cfg = default_config("digits", quick=True)
       >>> cfg.train.steps, cfg.num_samples, cfg.data
-      (400, 48, 'digits')
+      (400, 64, 'digits')
     """
 
     train: TrainConfig = STUDY_TRAIN  # the network, its data, the gap curves' grid
     quick: bool = False
+    full: bool = False
     # closed-form curves and the toy-model fit
     num_noise: int = 2
     fit_grid: int | None = None
@@ -67,6 +80,14 @@ class StudyConfig:
     num_samples: int = 256
     sample_steps: int = 18
     num_bootstrap: int = 1000
+    # seeds and controls
+    seeds: int = 5
+    memorize_size: int = 128
+    memorize_seeds: int = 3
+    memorize_steps: int | None = None
+    noise_seeds: int = 2
+    noise_steps: int | None = None
+    control_seeds: int = 3
 
     @property
     def data(self) -> str:
@@ -77,6 +98,23 @@ class StudyConfig:
     def seed(self) -> int:
         """The run's one seed (``train.seed``)."""
         return self.train.seed
+
+    def seed_list(self, count: int | None = None) -> list[int]:
+        """``count`` (default ``seeds``) consecutive seeds from ``train.seed``."""
+        return list(range(self.seed, self.seed + (self.seeds if count is None else count)))
+
+    @property
+    def factor_size(self) -> int:
+        """Training-set size of the factor sweeps (``full``): ``memorize_size`` (the
+        memorizing regime), at least 64 so that every class of a labelled dataset has
+        training points under every condition granularity."""
+        return max(self.memorize_size, 64)
+
+    def steps_of(self, control: str) -> int:
+        """Training steps of a control (``"memorize"`` or ``"noise"``)."""
+        value = getattr(self, f"{control}_steps")
+        default = self.train.steps // (2 if control == "memorize" else 4)
+        return max(1, default) if value is None else value
 
     def sigmas(self) -> jax.Array:
         """``[K]`` the log grid of every gap curve (``train.eval_sigmas`` levels)."""
@@ -103,9 +141,14 @@ class StudyConfig:
         for name, low in (("train_size", 2), ("eval_val_size", 2)):
             if getattr(self.train, name) is not None:
                 positive_int(getattr(self.train, name), name, minimum=low)
-        minimum = dict(sample_steps=2, num_bootstrap=2, fit_refine=0)
-        for name in ("num_noise", "num_samples", "sample_steps", "num_bootstrap", "fit_refine"):
+        minimum = dict(sample_steps=2, num_bootstrap=2, fit_refine=0, memorize_size=2)
+        for name in ("num_noise", "num_samples", "sample_steps", "num_bootstrap", "fit_refine",
+                     "seeds", "memorize_size", "memorize_seeds", "noise_seeds",
+                     "control_seeds"):
             positive_int(getattr(self, name), name, minimum=minimum.get(name, 1))
+        for name in ("memorize_steps", "noise_steps"):
+            if getattr(self, name) is not None:
+                positive_int(getattr(self, name), name)
         if self.fit_grid is not None:
             positive_int(self.fit_grid, "fit_grid", minimum=2)
         return self
@@ -157,7 +200,7 @@ def settings_diff(old: Any, config: StudyConfig) -> list[str]:
 
 
 def default_config(data: str = "digits", *, quick: bool = False, seed: int = 0,
-                   **overrides: Any) -> StudyConfig:
+                   full: bool = False, **overrides: Any) -> StudyConfig:
     """The study's settings: the default run (<= 15 min on 2 CPU cores) or ``quick``.
 
     The quick run is a smoke test of the whole pipeline (about a minute on 2 cores): a
@@ -167,6 +210,7 @@ def default_config(data: str = "digits", *, quick: bool = False, seed: int = 0,
     Args:
       data: a :func:`jaxgap.data.load` name.
       quick: the small settings.
+      full: also the factor study (``jaxgap reproduce --full``).
       seed: the run's seed.
       **overrides: any :class:`StudyConfig` or :class:`~jaxgap.train.TrainConfig` field
         (the latter are set on ``train``).
@@ -181,8 +225,8 @@ def default_config(data: str = "digits", *, quick: bool = False, seed: int = 0,
     train = dataclasses.replace(STUDY_TRAIN, data=data, seed=seed,
                                 **{k: v for k, v in fields.items() if k in train_fields})
     study = {k: v for k, v in fields.items() if k not in train_fields}
-    allowed = {f.name for f in dataclasses.fields(StudyConfig)} - {"train", "quick"}
+    allowed = {f.name for f in dataclasses.fields(StudyConfig)} - {"train", "quick", "full"}
     unknown = sorted(set(study) - allowed)
     if unknown:
         raise ValueError(f"overrides: unknown fields {unknown}")
-    return StudyConfig(train=train, quick=bool(quick), **study).validate()
+    return StudyConfig(train=train, quick=bool(quick), full=bool(full), **study).validate()

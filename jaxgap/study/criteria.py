@@ -23,7 +23,7 @@ Example:
   ...               gap_se=[0.0, 0.002, 0.005]) for s in range(3)]
   >>> claim = judge_gap_peak(seeds, sigma_min=0.002, sigma_data=0.5, criteria=crit)
   >>> claim["supported"], claim["seeds_supporting"], claim["criteria_version"]
-  (True, 3, 2)
+  (True, 3, 3)
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ from jaxgap.metrics import BASELINE
 from jaxgap.study import _judges
 from jaxgap.study._judges import Pooled, pool
 
-__all__ = ["CLAIMS", "CLAIM_PAPER", "Control", "Criteria", "Pooled", "curves_from_rows",
-           "delta_bracket", "domain_record", "fit_residual", "judge_copies",
-           "judge_domain", "judge_gap_grows", "judge_gap_peak", "judge_generalization",
+__all__ = ["CLAIMS", "CLAIM_PAPER", "FACTOR_LEVELS", "Control", "Criteria", "Pooled",
+           "curves_from_rows", "delta_bracket", "domain_record", "fit_residual", "judge_copies",
+           "judge_domain", "judge_factor", "judge_gap_grows", "judge_gap_peak",
+           "judge_generalization",
            "judge_no_copying", "judge_smoothing", "load_criteria", "pool", "quality_record"]
 
 CLAIMS = {
@@ -57,12 +58,30 @@ CLAIMS = {
               "intermediate sigma",
     "generalization": "the network generalizes: its samples are neither copies nor poor",
     "smoothing": "model error smooths the network's field where its gap peaks",
+    "factor_time": "training time: the network memorizes more the longer it trains",
+    "factor_data_size": "dataset size: a network trained on fewer images memorizes more",
+    "factor_model_size": "model size: a larger network memorizes more",
+    "factor_condition": "condition granularity: finer conditions (random labels, one per "
+                        "image) memorize more than none",
+    "factor_guidance": "guidance: a larger guidance weight memorizes more",
 }
 """The statement each judge tests, by claim id."""
 
 CLAIM_PAPER = {"gap_grows": 1, "gap_peak": 1, "copying": 1, "copies": 1, "domain": 3,
-               "generalization": 1, "smoothing": 2}
+               "generalization": 1, "smoothing": 2, "factor_time": 1, "factor_data_size": 1,
+               "factor_model_size": 1, "factor_condition": 1, "factor_guidance": 1}
 """The paper's claim (1, 2 or 3 of :data:`jaxgap.study.claims.PAPER_CLAIMS`) per claim id."""
+
+
+FACTOR_LEVELS = {
+    "factor_time": "T against T/2 steps",
+    "factor_data_size": "memorize_size against train_size images, at the memorizing "
+                        "control's last step",
+    "factor_model_size": "the largest size rung against the smallest",
+    "factor_condition": "random labels against no condition",
+    "factor_guidance": "class labels at the largest guidance weight against w = 0",
+}
+"""The two levels each factor row compares (higher against lower)."""
 
 
 # ----------------------------------------------------------------------------- criteria
@@ -122,9 +141,15 @@ class Smoothing:
     rationale: str
 
 
+@dataclass(frozen=True)
+class Factors:
+    margin: float
+    rationale: str
+
+
 _TABLES = {"pooling": Pooling, "gap_peak": GapPeak, "gap_grows": GapGrows,
            "copying": Copying, "domain": Domain, "generalization": Generalization,
-           "smoothing": Smoothing}
+           "smoothing": Smoothing, "factors": Factors}
 _RANGES = {  # "table.key": (check, what is expected); any other number must be > 0
     "pooling.level": (lambda v: 0 < v < 1, "a number in (0, 1)"),
     "pooling.min_seeds": (lambda v: v >= 1, "an integer >= 1"),
@@ -152,6 +177,7 @@ class Criteria:
     domain: Domain
     generalization: Generalization
     smoothing: Smoothing
+    factors: Factors
 
     def texts(self) -> dict[str, str]:
         """``{claim id: criterion text with the thresholds filled in}``."""
@@ -201,6 +227,10 @@ class Criteria:
                          f"{s.delta_sse_factor:g} x the best objective is > 0) (per seed); "
                          f"the {lvl} intervals of the sharpness ratio (log space) and the "
                          f"residual lie below their bounds (pooled)" + tail,
+            **{cid: f"the memorized fraction (1/3 rule) at the higher level minus that at the "
+                    f"lower level ({levels}), seed by seed, has its {lvl} interval above "
+                    f"{self.factors.margin:g} (pooled over seeds; per seed its own interval)"
+               + tail for cid, levels in FACTOR_LEVELS.items()},
         }
 
 
@@ -455,6 +485,25 @@ def judge_generalization(seeds, *, controls=(), criteria: Criteria | None = None
       the copying and quality parts.
     """
     return _judge("generalization", _judges.eval_generalization, seeds, controls, criteria)
+
+
+def judge_factor(cid: str, seeds, *, controls=(), criteria: Criteria | None = None) -> dict:
+    """A factor row (``cid`` a key of :data:`FACTOR_LEVELS`): does the higher level of the
+    factor memorize more than the lower one?
+
+    Args:
+      cid: the factor claim id.
+      seeds: per seed ``{"high", "high_num", "low", "low_num"}``: the memorized fractions
+        (1/3 rule) at the two levels and their numbers of samples.
+      controls: :class:`Control` s (negative: the same comparison at step 0).
+      criteria: default :func:`load_criteria`.
+
+    Returns:
+      The claim object; ``interval``: the pooled difference high - low.
+    """
+    if cid not in FACTOR_LEVELS:
+        raise ValueError(f"cid: expected one of {list(FACTOR_LEVELS)}, got {cid!r}")
+    return _judge(cid, _judges.eval_factor, seeds, controls, criteria)
 
 
 def judge_smoothing(seeds, *, sigma_min: float, controls=(),

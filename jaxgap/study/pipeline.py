@@ -16,13 +16,21 @@ from jaxgap import train as train_mod
 from jaxgap._mc import device_text
 from jaxgap.report import report as rep
 from jaxgap.study import _stages
-from jaxgap.study.claims import evaluate_claims
+from jaxgap.study._factors import FACTOR_STAGES, factor_claims
 from jaxgap.study.config import StudyConfig, settings_diff
+from jaxgap.study.criteria import load_criteria
+from jaxgap.study.judgement import DISCLOSURE, judge_run
 from jaxgap.study.report_text import FIGURES, report_blocks
 
-__all__ = ["RESULTS", "SETTINGS", "STAGES", "run"]
+__all__ = ["FULL_STAGES", "RESULTS", "SETTINGS", "STAGES", "run", "stages"]
 
 STAGES = tuple(s.name for s in _stages.STAGES)
+FULL_STAGES = STAGES + tuple(s.name for s in FACTOR_STAGES)
+
+
+def stages(config: StudyConfig) -> tuple:
+    """The stages of a run: the core ones, and the factor study's with ``full``."""
+    return _stages.STAGES + (FACTOR_STAGES if config.full else ())
 SETTINGS = "settings.json"
 RESULTS = "results.json"
 
@@ -47,6 +55,8 @@ def _check_out(out: Path, config: StudyConfig, resume: bool) -> None:
         except json.JSONDecodeError as err:
             raise ValueError(f"out: {settings} is not valid JSON ({err})") from None
         diff = settings_diff(old, config)
+        if diff == ["full"] and config.full:  # --full --resume adds the factor study
+            diff = []
         if diff:
             raise ValueError(f"out: {str(out)!r} holds a run with other settings (differs in "
                              f"{', '.join(diff)}); choose another --out")
@@ -82,7 +92,7 @@ def run(config: StudyConfig, out, *, resume: bool = False, progress: bool | str 
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".*.tmp"):  # temporary files of a killed run (never final names)
         stale.unlink(missing_ok=True)
-    if not (out / SETTINGS).exists():
+    if not (out / SETTINGS).exists() or config.full:  # (a resumed run may gain --full)
         rep.write_files(str(out), {SETTINGS: _json_writer(config.to_dict())})
     val_size = config.train.eval_val_size
     val = np.asarray(ds.val if val_size is None else ds.val[:val_size])
@@ -90,8 +100,9 @@ def run(config: StudyConfig, out, *, resume: bool = False, progress: bool | str 
     done = _stages.Done()
     seconds: dict[str, float | None] = {}
     skipped = []
-    for i, stage in enumerate(_stages.STAGES, 1):
-        head = f"[{i}/{len(_stages.STAGES)}] {stage.title}"
+    todo = stages(config)
+    for i, stage in enumerate(todo, 1):
+        head = f"[{i}/{len(todo)}] {stage.title}"
         path = out / f"{stage.name}.json"
         if resume and path.exists():
             result = stage.result.from_json(path.read_text())
@@ -111,39 +122,37 @@ def run(config: StudyConfig, out, *, resume: bool = False, progress: bool | str 
             log(f"{head}: done in {result.seconds:.1f} s")
         setattr(done, stage.name, result)
         seconds[stage.name] = result.seconds
+    figures = _stages.detail_figures(ctx)
+    if figures:
+        rep.write_files(str(out), {n: (lambda f, data=b: f.write(data))
+                                   for n, b in figures.items()})
     results = _results(ctx, done, seconds, skipped)
     _write_reports(out, config, results)
     return results
 
 
 def _results(ctx: _stages.Context, done: _stages.Done, seconds: dict, skipped: list) -> dict:
-    cf, domain = done.closed_form, done.domain
-    numbers = {
-        "closed_form": {"sigma_min": cf.sigma_min,
-                        **{name: cf.summaries[name]._asdict() for name in ("empirical",
-                                                                           "gaussian")}},
-        "training": done.train.numbers(),
-        "memorization": done.sample.memorization,
-        "val_mean_distance_to_train": done.sample.val_mean_distance_to_train,
-        "quality": done.sample.quality,
-        "fit": {"delta": done.sample.fit.delta, "sse": done.sample.fit.sse},
-        "domain": {k: {kk: vv for kk, vv in v.items()
-                       if kk in ("farther_sigmas", "closer_sigmas")}
-                   for k, v in domain.summary.items()
-                   if k in (*_stages.SAMPLERS, "noisy_val")},
-        "toy_field": done.toy.field._asdict(),
-    }
+    judged = judge_run(ctx.out, ctx.config, done)
+    cf = done.closed_form
     ds = ctx.ds
     return rep.finite_or_none({
         "command": "reproduce",
         "settings": ctx.config.to_dict(),
         "data": ds.name, "num_train": ds.num_train, "num_val": int(ctx.val.shape[0]),
         "dim": ds.dim,
+        "seeds": ctx.config.seed_list(),
         "stage_seconds": seconds,
+        "total_seconds": sum(v for v in seconds.values() if v is not None),
         "stages_skipped": skipped,
-        **numbers,
-        "sampler_sigmas": domain.sigmas,
-        "claims": evaluate_claims(numbers),
+        "closed_form": {"sigma_min": cf.sigma_min,
+                        **{name: cf.summaries[name]._asdict() for name in ("empirical",
+                                                                           "gaussian")}},
+        "criteria_version": judged["criteria_version"],
+        "claims": judged["claims"],
+        "factors": factor_claims(ctx.out, ctx.config, load_criteria()),
+        "regimes": judged["regimes"],
+        "memorization_onset": done.memorize.doc.get("onset"),
+        "disclosure": {**DISCLOSURE, "flips": judged["regimes"]["statements"]},
         "jax_version": jax.__version__,
         "jaxgap_version": __version__,
         "device": device_text(),
@@ -153,7 +162,7 @@ def _results(ctx: _stages.Context, done: _stages.Done, seconds: dict, skipped: l
 def _write_reports(out: Path, config: StudyConfig, results: dict) -> None:
     figures = [name for _, name, _ in FIGURES if (out / name).exists()]
     images = {name: (out / name).read_bytes() for name in figures}
-    blocks = report_blocks(results, config, figures, STAGES)
+    blocks = report_blocks(results, config, figures)
     rep.write_files(str(out), {
         "report.md": rep.text_writer(rep.render_markdown(blocks)),
         "report.html": rep.text_writer(rep.render_html(blocks, images,

@@ -7,9 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from jaxgap.metrics import SEGMENT_STEPS
 from jaxgap.report import report as rep
-from jaxgap.report.plots import PEAK_SE
 from jaxgap.study.claims import PAPER_CLAIMS
 from jaxgap.study.config import StudyConfig
 from jaxgap.train import describe_model
@@ -17,27 +15,29 @@ from jaxgap.train import describe_model
 __all__ = ["FIGURES", "device_text", "report_blocks"]
 
 FIGURES = (
+    ("regimes", "phase_map.png", "Phase map (from the sweep engine): memorized fraction (1/3 "
+     "rule, mean over seeds) per training-set size N and sampled step, with the gap-peak "
+     "height; the larger N carries the claims, the smaller one is the memorizing control."),
+    ("regimes", "memorization.png", "Memorized fraction over training per N with 95% "
+     "intervals over seeds, against the held-out baseline."),
     ("closed_form", "gap_closed_form.png", "Gap curves L_val - L_train of the closed-form "
-     "denoisers, with +-2 se bands. A star marks a peak (the largest gap, larger than 2 "
-     "standard errors), an open circle a largest gap that is not significant."),
-    ("train", "gap_over_training.png", "The network's EMA gap curve at every evaluation, "
-     "coloured by training step, with +-1 se bands; the star and the dotted line mark the "
-     "final curve's peak (an open circle, no line, where its largest gap is not "
-     "significant: < 2 se)."),
-    ("sample", "samples_empirical.png", "Samples of the optimal (empirical) denoiser beside "
-     "their nearest training images."),
-    ("sample", "samples_network.png", "Samples of the network beside their nearest training "
-     "images."),
-    ("sample", "samples_toy_model.png", "Samples of the fitted toy model beside their "
-     "nearest training images."),
-    ("domain", "domain.png", "Inference-domain diagnostics: medians and 10-90% bands of "
-     "noisy train, noisy val and the samplers' trajectory states at the sampler's sigmas."),
-    ("toy", "toy_fit.png", "The position-error toy model fitted to the network's final gap "
-     "curve, with the optimal denoiser's gap (+-2 se bands; stars mark peaks larger than 2 "
-     "se, open circles largest gaps that are not significant)."),
+     "denoisers (first seed's training set), with +-2 se bands."),
+    ("training", "gap_over_training.png", "The first seed's EMA gap curve at every "
+     "evaluation, coloured by training step, with +-1 se bands."),
+    ("sampling", "samples_network.png", "The first seed's samples beside their nearest "
+     "training images."),
+    ("domain", "domain.png", "Inference-domain diagnostics of the first seed: medians and "
+     "10-90% bands of noisy train, noisy val and the network's trajectory states."),
+    ("toy", "toy_fit.png", "The position-error toy model fitted to the first seed's final "
+     "gap curve, with the optimal denoiser's gap."),
+    ("factor_model_size", "factor_sizes.png", "Memorized fraction per model-size rung at step "
+     "0 and at the end, with 95% t-intervals over seeds and the held-out baseline."),
+    ("factor_condition", "factor_conditions.png", "Memorized fraction per condition "
+     "granularity at step 0 and at the end."),
+    ("factor_guidance", "factor_guidance.png", "Memorized fraction per guidance weight "
+     "(class labels) at step 0 and at the end."),
 )
-"""``(stage, PNG file name, caption)`` of every figure, in report order; each is shown after
-the section of its stage."""
+"""``(section, PNG file name, caption)`` of every figure, in report order."""
 
 
 def device_text(device: str) -> str:
@@ -74,163 +74,152 @@ def _loss_scale(r: dict, config: StudyConfig) -> str:
             "errors over examples. " + data)
 
 
+def _iv(c: dict) -> str:
+    lo, hi = (c.get("interval") or [None, None])[:2]
+    est = c.get("estimate")
+    f = (lambda v: "n/a" if v is None or not math.isfinite(float(v)) else f"{float(v):.3g}")
+    return f"{f(est)} [{f(lo)}, {f(hi)}]"
+
+
+def _controls(c: dict) -> str:
+    return "; ".join(f"{x['name']} ({x['kind']}): "
+                     f"{'supported' if x['supported'] else 'not supported'}"
+                     f"{'' if x['as_required'] else ' - NOT AS REQUIRED'}"
+                     for x in c["controls"]) or "none"
+
+
 def _head(r: dict, config: StudyConfig) -> list:
     quick = "; quick settings (a smoke test, not evidence)" if config.quick else ""
     papers = "; ".join(f"({n}) {text}" for n, text in PAPER_CLAIMS.items())
+    tc = config.train
     return [rep.heading("jaxgap reproduce: memorization in training, generalization in "
                         "inference", 1),
-            rep.paragraph(f"Data `{r['data']}`: n_train = {r['num_train']}, n_val = "
-                          f"{r['num_val']}, d = {r['dim']}; seed {config.seed}{quick}. Device "
-                          f"{device_text(r['device'])}, JAX {r['jax_version']}, jaxgap "
-                          f"{r['jaxgap_version']}."),
+            rep.paragraph(f"Data `{r['data']}`: n_train = {tc.train_size} per seed, n_val = "
+                          f"{r['num_val']}, d = {r['dim']}; seeds {r['seeds']}{quick}; "
+                          f"{describe_model(tc)}, {tc.steps} steps at batch {tc.batch_size}. "
+                          f"Device {device_text(r['device'])}, JAX {r['jax_version']}, "
+                          f"jaxgap {r['jaxgap_version']}; total "
+                          f"{r.get('total_seconds') or 0:.0f} s."),
             rep.heading("Claims", 2),
             rep.paragraph(f"The paper (Kaiser and Kollmann, arXiv 2603.13419) makes three "
-                          f"claims: {papers}. Each row below tests one of them (column "
-                          "'paper claim'), judged automatically from this run's numbers by "
-                          "the criterion stated beside it; 'no' means this run does not "
-                          "support the row's claim."),
-            rep.table(["claim", "paper claim", "criterion", "measured", "supported"],
-                      [[c["claim"], _paper_claim(c), c["criterion"], c["measured"],
-                        "yes" if c["supported"] else "no"] for c in r["claims"]]),
+                          f"claims: {papers}. Each row is judged by the pre-registered "
+                          f"criteria (version {r['criteria_version']}, "
+                          "`jaxgap/study/criteria.toml`, rationale in docs/criteria.md) on "
+                          "the pooled seeds (estimate with its 95% interval), with the "
+                          "controls the study ran: a negative control must come out not "
+                          "supported, a positive one supported, or the claim is not "
+                          "supported."),
+            rep.table(["claim", "supported", "estimate [95% interval]", "seeds supporting",
+                       "controls", "criterion", "measured"],
+                      [[c["claim"], "yes" if c["supported"] else "no", _iv(c),
+                        f"{c['seeds_supporting']}/{c['seeds']}", _controls(c), c["criterion"],
+                        c["measured"]] for c in r["claims"]]),
             rep.paragraph(_loss_scale(r, config))]
 
 
-def _paper_claim(c: dict) -> str:
-    n = c.get("paper_claim")
-    return f"{n}: {PAPER_CLAIMS[n]}" if n in PAPER_CLAIMS else "n/a"
+def _figures(section: str, figures: Sequence[str]) -> list:
+    return [rep.figure(name, caption) for sec, name, caption in FIGURES
+            if sec == section and name in figures]
 
 
-def _peak_cell(gap: float | None, se: float | None) -> str:
-    """Is the largest gap a peak (> ``PEAK_SE`` standard errors)? With its ``gap / se``."""
-    if gap is None or se is None or not math.isfinite(se) or se <= 0:
-        return "n/a (no standard error)"
-    z = gap / se
-    if z > PEAK_SE:
-        return f"yes ({z:.2g} se)"
-    return f"no ({z:.2g} se): not significant"
+def _regimes(r: dict, figures: Sequence[str]) -> list:
+    reg = r["regimes"]
+    b = [rep.heading("Regimes: the phase map (training time and dataset size)", 2),
+         *_figures("regimes", figures),
+         rep.paragraph("Per cell: does the network not copy (the copying criterion on the "
+                       "cell's seeds, no controls), and the mean gap-peak height. "
+                       + " ".join(s + "." for s in reg["statements"])),
+         rep.table(["N", "step", "no copying", "copy excess [95%]", "seeds", "gap peak"],
+                   [[str(c["train_size"]), str(c["step"]), "yes" if c["no_copying"] else "no",
+                     _iv({"estimate": c["copy_excess"], "interval": c["interval"]}),
+                     f"{c['seeds_supporting']}/{c['seeds']}",
+                     "n/a" if c["gap_peak_height"] is None else f"{c['gap_peak_height']:.4g}"]
+                    for c in reg["cells"]])]
+    onset = r.get("memorization_onset") or []
+    for o in onset:
+        b.append(rep.paragraph(f"Memorization onset against N: {o.get('shows', 'n/a')}. "
+                               f"{o.get('note', '')} Reference: {o.get('reference', '')}."))
+    return b
 
 
-def _figures(stage: str, figures: Sequence[str]) -> list:
-    return [rep.figure(name, caption) for st, name, caption in FIGURES
-            if st == stage and name in figures]
+def _sections(r: dict, figures: Sequence[str]) -> list:
+    cf = r["closed_form"]
+    b = [rep.heading("Closed-form denoisers", 2),
+         rep.table(["denoiser", "largest gap", "at sigma", "gap at sigma_min"],
+                   [[name, f"{cf[name]['gap_max']:.4g} +- {cf[name]['gap_max_se']:.2g}",
+                     f"{cf[name]['peak_sigma']:.3g}", f"{cf[name]['gap_at_sigma_min']:.4g}"]
+                    for name in ("empirical", "gaussian")]),
+         *_figures("closed_form", figures)]
+    for section, title in (("training", "Training (first seed)"),
+                           ("sampling", "Samples (first seed)"),
+                           ("domain", "Inference domain (first seed)"),
+                           ("toy", "Toy model (first seed)")):
+        figs = _figures(section, figures)
+        if figs:
+            b += [rep.heading(title, 2), *figs]
+    return b + _factors(r, figures)
 
 
-def _closed_form_and_training(r: dict, config: StudyConfig, figures: Sequence[str]) -> list:
-    cf, tr, tc = r["closed_form"], r["training"], config.train
-    return [rep.heading("1. Closed-form denoisers", 2),
-            rep.table(["denoiser", "largest gap", "at sigma", "a peak? (> 2 se)",
-                       "gap at sigma_min"],
-                      [[name, f"{cf[name]['gap_max']:.4g} +- {cf[name]['gap_max_se']:.2g}",
-                        f"{cf[name]['peak_sigma']:.3g}",
-                        _peak_cell(cf[name]["gap_max"], cf[name]["gap_max_se"]),
-                        f"{cf[name]['gap_at_sigma_min']:.4g}"]
-                       for name in ("empirical", "gaussian")]),
-            *_figures("closed_form", figures),
-            rep.heading("2. Training the network", 2),
-            rep.paragraph(f"{describe_model(tc)}, {tc.steps} steps, batch "
-                          f"{tc.batch_size}, lr {tc.lr:g}; EMA gap on {tc.eval_sigmas} "
-                          f"sigmas in [{tc.sigma_min:g}, {tc.sigma_max:g}] every "
-                          f"{tc.eval_every} steps."),
-            rep.table(["step", "largest EMA gap"],
-                      [[str(st), f"{g:.4g}"] for st, g in tr["gap_max_by_step"]]),
-            *_figures("train", figures)]
+FACTOR_TITLES = {"factor_time": "Training time", "factor_data_size": "Dataset size",
+                 "factor_model_size": "Model size", "factor_condition":
+                 "Condition granularity", "factor_guidance": "Guidance"}
 
 
-def _sampling(r: dict, config: StudyConfig, figures: Sequence[str]) -> list:
-    mem = r["memorization"]
-    b = [rep.heading("3. Sampling and memorization", 2),
-         rep.paragraph(f"{config.num_samples} samples per sampler, Heun with "
-                       f"{config.sample_steps} steps (EDM schedule), the same initial noise "
-                       f"for every sampler; toy model: position error delta = "
-                       f"{r['fit']['delta']:.4g} fitted to the network's final EMA gap "
-                       f"(weighted SSE {r['fit']['sse']:.3g})."),
-         rep.table(["sampler", "memorized (r < 1/3)", "median copy ratio",
-                    "mean dist. to train", "mean dist. to val"],
-                   [[name, f"{m['memorized_fraction']:.3f} +- "
-                     f"{m['memorized_fraction_se']:.3f}", f"{m['copy_ratio_median']:.3f}",
-                     f"{m['mean_distance_to_train']:.4g}", f"{m['mean_distance_to_val']:.4g}"]
-                    for name, m in mem.items()])]
-    ref = r.get("val_mean_distance_to_train")
-    if ref is not None:
-        b.append(rep.paragraph(f"For scale: a validation image lies at mean distance "
-                               f"{ref:.4g} from its nearest training image; samples much "
-                               f"farther than that are not realistic images."))
-    return b + _quality(r.get("quality")) + _figures("sample", figures)
+def _factors(r: dict, figures: Sequence[str]) -> list:
+    rows = {c["id"]: c for c in r.get("factors") or []}
+    b = [rep.heading("The five factors", 2),
+         rep.paragraph("Each factor row compares the memorized fraction at two levels of one "
+                       "factor, seed by seed, by the pre-registered factor criterion; its "
+                       "negative control is the same comparison between the untrained "
+                       "networks. Training time and dataset size come from the phase map's "
+                       "sweeps of every run; model size, condition granularity and guidance "
+                       "from `jaxgap reproduce --full`.")]
+    for cid, title in FACTOR_TITLES.items():
+        b.append(rep.heading(title, 3))
+        c = rows.get(cid)
+        if c is None:
+            b.append(rep.paragraph("Not run: `jaxgap reproduce --full` runs this factor "
+                                   "(docs/model_sizes.md and docs/conditioning.md hold "
+                                   "separate sweeps of it)."))
+            continue
+        figs = (_figures(cid, figures) if cid not in ("factor_time", "factor_data_size")
+                else [rep.paragraph("Figure: the phase map and the memorized fraction over "
+                                    "training (Regimes, above).")])
+        b += [rep.table(["claim", "supported", "estimate [95% interval]", "seeds supporting",
+                         "controls", "measured"],
+                        [[c["claim"], "yes" if c["supported"] else "no", _iv(c),
+                          f"{c['seeds_supporting']}/{c['seeds']}", _controls(c),
+                          c["measured"]]]), *figs]
+    return b
 
 
-def _quality(q: dict | None) -> list:
-    """The sample-quality table (:func:`jaxgap.study.measure_quality`), when measured."""
-    if not q:
-        return []
-    acc = q.get("classifier_accuracy")
-    spaces = [("pixels", "pixels")] + ([("features", "features")] if acc is not None else [])
-    rows = []
-    for name, row in q["sets"].items():
-        for space, label in spaces:
-            m = row[space]
-            rows.append([name, label, f"{m['precision']:.3f}", f"{m['recall']:.3f}",
-                         f"{m['density']:.3f}", f"{m['coverage']:.3f}", f"{m['frechet']:.4g}"])
-    feats = (f" and in the penultimate features of a small classifier trained on the "
-             f"training labels (held-out accuracy {acc:.3f})" if acc is not None else "")
-    return [rep.paragraph(
-        f"Sample quality against the {q['num_reference']} held-out validation points, in "
-        f"pixels{feats}: k-NN precision and recall (Kynkäänniemi et al. 2019), density and "
-        f"coverage (Naeem et al. 2020), k = {q['k']}, and the Fréchet distance between "
-        "Gaussians fitted to the two sets. The first row, real training images, is the "
-        "reference value: copies score like it, poor samples score lower precision, density "
-        "and coverage and a larger Fréchet distance. Quality says nothing about copying (see "
-        "the memorized fraction above)."),
-        rep.table(["samples", "space", "precision", "recall", "density", "coverage",
-                   "Fréchet"], rows)]
+def _disclosure(r: dict) -> list:
+    d = r["disclosure"]
+    return [rep.heading("Disclosure", 2),
+            rep.paragraph("How the defaults were chosen: " + d["defaults"]),
+            rep.paragraph("What was tried before: " + d["tried_before"]),
+            rep.paragraph("Controls: " + d["controls"]),
+            rep.paragraph("Where claims flip in the phase map: "
+                          + "; ".join(d["flips"]) + ".")]
 
 
-def _domain_and_toy(r: dict, figures: Sequence[str]) -> list:
-    rows = []
-    for name, d in r["domain"].items():
-        far = ", ".join(f"{x:.3g}" for x in sorted(d["farther_sigmas"])) or "none"
-        close = ", ".join(f"{x:.3g}" for x in sorted(d["closer_sigmas"])) or "none"
-        rows.append([name, far, close])
-    f = r["toy_field"]
-    return [rep.heading("4. Inference-domain diagnostics", 2),
-            rep.paragraph("Sampler sigmas where a sampler's median normalized nearest-training "
-                          "distance lies above (farther) or below (closer) the 10-90% band of "
-                          "noisy training states."),
-            rep.table(["trajectories of", "farther at sigma", "closer at sigma"], rows),
-            *_figures("domain", figures),
-            rep.heading("5. Toy model", 2),
-            rep.paragraph(f"Field sharpness (largest secant slope of D between neighbouring "
-                          f"training points, median over pairs; {SEGMENT_STEPS} = a jump, 1 = "
-                          f"the identity) at sigma = {f['sigma']:.3g}: toy model "
-                          f"{f['sharpness_toy']:.3g}, optimal denoiser "
-                          f"{f['sharpness_empirical']:.3g}."),
-            rep.paragraph(f"At sigma = {f['sigma']:.3g} the posterior of the fitted toy model "
-                          f"spreads over a median {f['neff_toy']:.3g} effective training "
-                          f"points on noisy validation states, the optimal denoiser's over "
-                          f"{f['neff_empirical']:.3g}; its gap at the smallest sigma is "
-                          f"{f['toy_gap_at_sigma_min']:.4g}."),
-            *_figures("toy", figures)]
-
-
-def report_blocks(results: dict, config: StudyConfig, figures: Sequence[str],
-                  stages: Sequence[str]) -> list[rep.Block]:
+def report_blocks(results: dict, config: StudyConfig, figures: Sequence[str]) -> list:
     """The report of a finished run.
 
     Args:
       results: the ``results.json`` document.
       config: the run's settings.
-      figures: the PNG files present (their figures are shown, each after the section of
-        its stage).
-      stages: the stage names, in order (the timings table).
+      figures: the PNG files present (each shown in its section).
 
     Returns:
       The report's blocks.
     """
-    b = (_head(results, config) + _closed_form_and_training(results, config, figures)
-         + _sampling(results, config, figures) + _domain_and_toy(results, figures))
+    b = (_head(results, config) + _regimes(results, figures) + _sections(results, figures)
+         + _disclosure(results))
     secs = results["stage_seconds"]
     b += [rep.heading("Timings", 2),
           rep.table(["stage", "seconds", "this invocation"],
-                    [[n, f"{secs[n]:.1f}" if secs.get(n) is not None else "n/a",
+                    [[n, f"{v:.1f}" if v is not None else "n/a",
                       "skipped (done)" if n in results["stages_skipped"] else "run"]
-                     for n in stages])]
+                     for n, v in secs.items()])]
     return b

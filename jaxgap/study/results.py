@@ -11,16 +11,28 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxgap.losses import GapCurve, curve_peak
+from jaxgap.losses import curve_peak
 from jaxgap.report.report import finite_or_none
-from jaxgap.theory import DeltaFit
 
-__all__ = ["ClosedFormResult", "CurveSummary", "DomainResult", "SampleResult", "ToyField",
-           "ToyResult", "TrainResult"]
+__all__ = ["ClosedFormResult", "CurveSummary", "StageResult", "jsonable"]
+
+
+def jsonable(x):
+    """Plain JSON values of nested dicts, lists, tuples, NumPy and JAX arrays and scalars."""
+    if isinstance(x, dict):
+        return {k: jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if hasattr(x, "__array__") and not isinstance(x, (float, int)):
+        a = np.asarray(x)
+        return a.astype(np.float64).tolist() if a.dtype.kind == "f" else a.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
 
 
 class CurveSummary(NamedTuple):
@@ -82,6 +94,13 @@ class _Result:
 
 
 @dataclass(frozen=True)
+class StageResult(_Result):
+    """A stage's result as one JSON document (``doc``: plain values)."""
+
+    doc: dict
+
+
+@dataclass(frozen=True)
 class ClosedFormResult(_Result):
     """Stage 1: gap curves of the closed-form denoisers.
 
@@ -105,143 +124,3 @@ class ClosedFormResult(_Result):
         return cls(doc["curves"], doc["sigma_min"],
                    {name: CurveSummary(**doc[name]) for name in doc["curves"]},
                    seconds=doc.get("seconds"))
-
-
-@dataclass(frozen=True)
-class TrainResult(_Result):
-    """Stage 2: the network's EMA gap over training.
-
-    Attributes:
-      resumed: whether training continued an earlier run folder.
-      num_evaluations: evaluation rows of the run.
-      first_step: the first evaluation after step 0 (None: none).
-      gap_max_first, gap_max_first_se: the largest EMA gap there, and its se.
-      last_step: the final evaluation's step.
-      gap_max_last, gap_max_last_se: the largest final EMA gap, and its se.
-      peak_sigma: where the final EMA gap peaks.
-      gap_at_sigma_min: the final EMA gap at the smallest sigma.
-      gap_max_by_step: ``[[step, largest EMA gap], ...]`` of every evaluation.
-      final_curve: the final EMA curve (``sigmas``, ``train``, ``val``, ``gap``,
-        ``gap_se``).
-    """
-
-    resumed: bool
-    num_evaluations: int
-    first_step: int | None
-    gap_max_first: float | None
-    gap_max_first_se: float | None
-    last_step: int
-    gap_max_last: float
-    gap_max_last_se: float
-    peak_sigma: float
-    gap_at_sigma_min: float
-    gap_max_by_step: list
-    final_curve: dict
-
-    _NOT_NUMBERS: ClassVar[tuple[str, ...]] = ("final_curve", "seconds")
-
-    def numbers(self) -> dict:
-        """The training section of ``results.json`` (everything but the curve and time)."""
-        return {k: v for k, v in self.to_dict().items() if k not in self._NOT_NUMBERS}
-
-
-def _fit_from_dict(doc: dict) -> DeltaFit:
-    curve = GapCurve(*(np.asarray(doc["curve"][f], np.float64) for f in GapCurve._fields))
-    return DeltaFit(doc["delta"], doc["sse"], curve, np.asarray(doc["deltas"], np.float64),
-                    np.asarray(doc["sse_values"], np.float64))
-
-
-@dataclass(frozen=True)
-class SampleResult(_Result):
-    """Stage 3: the toy-model fit, and the samplers' memorization.
-
-    Attributes:
-      fit: the :class:`~jaxgap.theory.DeltaFit` of the toy model to the network's gap.
-      memorization: ``{sampler: Memorization.summary()}``.
-      val_mean_distance_to_train: a held-out point's mean distance to the training set
-        (the scale of a generalizing sample).
-      num_samples: samples per sampler.
-      sample_steps: sampler steps.
-      method: the sampler.
-      quality: :func:`~jaxgap.study.measure_quality` of every sampler's samples, with real
-        training points as the baseline (None in runs of jaxgap <= 0.1 or with too few
-        samples).
-    """
-
-    fit: DeltaFit
-    memorization: dict
-    val_mean_distance_to_train: float
-    num_samples: int
-    sample_steps: int
-    method: str
-    quality: dict | None = dataclasses.field(default=None, kw_only=True)
-
-    def to_dict(self) -> dict:
-        return {**super().to_dict(), "fit": self.fit.to_dict()}
-
-    @classmethod
-    def from_dict(cls, doc: dict) -> SampleResult:
-        return dataclasses.replace(super().from_dict(doc), fit=_fit_from_dict(doc["fit"]))
-
-
-@dataclass(frozen=True)
-class DomainResult(_Result):
-    """Stage 4: the inference-domain diagnostics of the samplers' trajectories.
-
-    Attributes:
-      sigmas: the sampler's noise levels (where the trajectory states sit).
-      summary: per set, the sigmas where its median normalized nearest-training distance
-        lies above (``farther_sigmas``) or below (``closer_sigmas``) the noisy-train band,
-        and those medians (``median_normalized_nn_distance``; ``noisy_train``: medians only).
-      diagnostics: ``DomainDiagnostics.to_dict()``.
-    """
-
-    sigmas: list
-    summary: dict
-    diagnostics: dict
-
-
-class ToyField(NamedTuple):
-    """The fitted toy model's field against the optimal denoiser's, at the smallest sampler
-    sigma: sharpness, effective number of training points, and the toy gap at the grid's
-    smallest sigma."""
-
-    sigma: float
-    sharpness_empirical: float
-    sharpness_toy: float
-    neff_empirical: float
-    neff_toy: float
-    toy_gap_at_sigma_min: float
-
-
-@dataclass(frozen=True)
-class ToyResult(_Result):
-    """Stage 5: the toy model's field diagnostics.
-
-    Attributes:
-      delta, sse: the fit (as in :class:`SampleResult`).
-      sigmas: the sampler's noise levels, ascending.
-      neff_median: ``{empirical, toy_model: [K]}`` median effective number of training
-        points of the posterior on noisy validation states.
-      sharpness_median: ``{empirical, toy_model: [K]}`` median field sharpness.
-      toy_curve: :class:`CurveSummary` of the fitted toy model's gap curve.
-      field: :class:`ToyField`.
-    """
-
-    delta: float
-    sse: float
-    sigmas: list
-    neff_median: dict
-    sharpness_median: dict
-    toy_curve: CurveSummary
-    field: ToyField
-
-    def to_dict(self) -> dict:
-        return {**super().to_dict(), "toy_curve": self.toy_curve._asdict(),
-                "field": self.field._asdict()}
-
-    @classmethod
-    def from_dict(cls, doc: dict) -> ToyResult:
-        return dataclasses.replace(super().from_dict(doc),
-                                   toy_curve=CurveSummary(**doc["toy_curve"]),
-                                   field=ToyField(**doc["field"]))

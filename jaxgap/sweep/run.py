@@ -53,6 +53,7 @@ __all__ = ["LOSSES", "SAMPLES", "SPEC", "SWEEP", "check_folder", "run_sweep", "s
 
 SPEC, LOSSES, SAMPLES, SWEEP, GROUPS, DONE = ("spec.json", "losses.csv", "samples.csv",
                                               "sweep.json", "groups", "done.json")
+EXTRAS = "extras.json"
 CURVE = ("train", "val", "gap", "train_se", "val_se", "gap_se")
 QUALITY = ("precision", "recall", "density", "coverage", "frechet")
 MEASURES = ("memorized", "memorized_se", "dist_train", "dist_val") + QUALITY + tuple(
@@ -140,8 +141,10 @@ def _quality_row(q: dict | None, name: str) -> dict:
     return out
 
 
-def _measure(spec, cache, members, denoisers, datasets) -> list[dict]:
-    """Sample every member and measure its samples and the held-out baseline."""
+def _measure(spec, cache, members, denoisers, datasets, step=0, extra=None) -> list[dict]:
+    """Sample every member and measure its samples and the held-out baseline (and, with
+    ``extra``, whatever ``extra(step, member, denoiser, dataset, run)`` returns, as the row's
+    ``"extra"``)."""
     rows, drawn = [], {}
     for i, (m, den, ds) in enumerate(zip(members, denoisers, datasets, strict=True)):
         if m is None:
@@ -163,6 +166,8 @@ def _measure(spec, cache, members, denoisers, datasets) -> list[dict]:
                **_quality_row(q, "samples")}
         row.update({f"base_{k}": v for k, v in cache.baseline(m, ds, key).items()})
         row.update({f"base_{k}": v for k, v in _quality_row(q, BASELINE).items()})
+        if extra is not None:
+            row["extra"] = extra(step, m, den, ds, run)
         rows.append(row)
     for row in rows:
         m = members[row["member"]]
@@ -186,9 +191,10 @@ def _sample_conds(key, m: Member, ds, spec: SweepSpec):
     return np.asarray(ds.train_cond)[np.asarray(pick)]
 
 
-def _tidy(spec, members, rows) -> tuple[list[dict], list[dict]]:
-    """Rows of ``fit`` (or of the closed forms) as rows of the two tables."""
-    losses, samples = [], []
+def _tidy(spec, members, rows) -> tuple[list[dict], list[dict], list[dict]]:
+    """Rows of ``fit`` (or of the closed forms) as rows of the two tables, and the
+    ``extra`` measurements of the sample rows (with the rows' ids)."""
+    losses, samples, extras = [], [], []
     for r in rows:
         m = members[r["member"]]
         if m is None:  # padding of the member axis
@@ -204,8 +210,11 @@ def _tidy(spec, members, rows) -> tuple[list[dict], list[dict]]:
                 losses.append(row)
         else:
             samples.append({**ident, "step": r["step"],
-                            **{k: v for k, v in r.items() if k not in ("kind", "member", "step")}})
-    return losses, samples
+                            **{k: v for k, v in r.items()
+                               if k not in ("kind", "member", "step", "extra")}})
+            if "extra" in r:
+                extras.append({**ident, "step": r["step"], "extra": r["extra"]})
+    return losses, samples, extras
 
 
 def _closed_form(m: Member, ds, model: str):
@@ -232,7 +241,7 @@ def _groups(spec: SweepSpec, num_train) -> list[list[Member]]:
     return list(groups.values())
 
 
-def _run_group(spec, members, folder: Path, *, mesh, progress, cache, lead, desc):
+def _run_group(spec, members, folder: Path, *, mesh, progress, cache, lead, desc, extra):
     n_dev = 1 if mesh is None else mesh.devices.size
     if not spec.trained:
         rows = []
@@ -258,7 +267,7 @@ def _run_group(spec, members, folder: Path, *, mesh, progress, cache, lead, desc
             sets.append(ds)
         if 0 in spec.sample_steps and lead:
             rows += [{"kind": "sample", "step": 0, **r}
-                     for r in _measure(spec, cache, members, dens, sets)]
+                     for r in _measure(spec, cache, members, dens, sets, 0, extra)]
         return rows
     configs, views = shared_training([m.config for m in members])
     pad = (-len(configs)) % n_dev
@@ -270,7 +279,8 @@ def _run_group(spec, members, folder: Path, *, mesh, progress, cache, lead, desc
 
     def on_sample(step, host):
         dens = [ens.denoiser(host, i, guidance=w) for i, w in views]
-        return _measure(spec, cache, members, dens, [data.datasets[i] for i, _ in views])
+        return _measure(spec, cache, members, dens, [data.datasets[i] for i, _ in views], step,
+                        extra)
 
     # the sweep folder was checked: a group's checkpoints are this spec's
     return fit(ens, data, folder, eval_steps=spec.eval_steps, sample_steps=spec.sample_steps,
@@ -303,7 +313,7 @@ def _versions() -> dict:
 
 
 def run_sweep(spec: SweepSpec, out, *, resume: bool = False, mesh=None,
-              progress: bool | str | None = True) -> dict:
+              progress: bool | str | None = True, extra=None) -> dict:
     """Run (or resume) a sweep into ``out``; returns the content of ``sweep.json``.
 
     Args:
@@ -312,6 +322,11 @@ def run_sweep(spec: SweepSpec, out, *, resume: bool = False, mesh=None,
       resume: continue a killed sweep of the same spec (finished groups are kept).
       mesh: a 1-D mesh of the devices to use (None: one device).
       progress: a :func:`jaxgap._progress.bar` mode.
+      extra: optional ``(step, member, denoiser, dataset, run) -> dict`` called for every
+        sampled member (``run``: its :class:`~jaxgap.metrics.SamplerRun`); the JSON-ready
+        dicts are written, with the members' ids and step, to ``extras.json`` (how
+        ``jaxgap reproduce`` measures noisy copies, trajectory domains and field sharpness
+        of every network).
     """
     out = Path(out)
     lead = jax.process_index() == 0
@@ -328,7 +343,7 @@ def run_sweep(spec: SweepSpec, out, *, resume: bool = False, mesh=None,
         done = np.asarray(multihost_utils.broadcast_one_to_all(done))
     cache = _Cache(spec)
     timings = {}
-    all_losses, all_samples = [], []
+    all_losses, all_samples, all_extras = [], [], []
     with _progress.bar(len(groups), f"sweep of {len(spec.members())} members",
                        mode=progress if lead else False, unit="group") as bar:
         for g, members in enumerate(groups):
@@ -339,10 +354,11 @@ def run_sweep(spec: SweepSpec, out, *, resume: bool = False, mesh=None,
                 start = time.perf_counter()
                 rows = _run_group(spec, members, folder, mesh=mesh, progress=progress,
                                   cache=cache, lead=lead,
-                                  desc=f"group {g + 1}/{len(groups)} ({len(members)} members)")
-                losses, samples = _tidy(spec, list(members), rows)
+                                  desc=f"group {g + 1}/{len(groups)} ({len(members)} members)",
+                                  extra=extra)
+                losses, samples, extras = _tidy(spec, list(members), rows)
                 doc = {"members": len(members), "seconds": time.perf_counter() - start,
-                       "losses": losses, "samples": samples}
+                       "losses": losses, "samples": samples, "extras": extras}
                 if lead:
                     folder.mkdir(parents=True, exist_ok=True)
                     _io.write_text(folder / DONE, json.dumps(doc))
@@ -350,8 +366,11 @@ def run_sweep(spec: SweepSpec, out, *, resume: bool = False, mesh=None,
                 timings[f"g{g:03d}"] = {"members": doc["members"], "seconds": doc["seconds"]}
                 all_losses += doc["losses"]
                 all_samples += doc["samples"]
+                all_extras += doc.get("extras", [])
                 tables.write_csv(out / LOSSES, all_losses, loss_columns(spec))
                 tables.write_csv(out / SAMPLES, all_samples, sample_columns(spec))
+                if all_extras:
+                    _io.write_text(out / EXTRAS, json.dumps(all_extras))
             bar.update(1)
     summary = {}
     if lead:
