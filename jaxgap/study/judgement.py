@@ -42,11 +42,14 @@ DISCLOSURE = {
         "memorized fraction 0.26 at 12k steps and 0.46-0.51 at 16k (runs/sweep_digits: 0.46 "
         "[0.44, 0.48] over 4 seeds at N = 512 and 16k steps)."),
     "controls": (
-        "Run by the study itself: the untrained (step-0) networks of the same ensemble, the "
-        "same network on structureless noise data of the data's shape, the same network "
-        "trained as long on memorize_size images (memorizing), the optimal (empirical) "
-        "denoiser as a sampler, a second evaluation of each final network with fresh noise, "
-        "and held-out real images scored as samples (the baseline)."),
+        "Run by the study itself: the untrained (step-0) networks of the same ensemble; the "
+        "same network on structureless noise data of the data's shape (every pixel uniform "
+        "on the data's range; noise_steps steps, a quarter of the network's by default, to "
+        "fit the time budget); the same network on memorize_size images for memorize_steps "
+        "steps (half the network's by default: 4000 epochs of 128 images, memorizing); the "
+        "optimal (empirical) denoiser as a sampler; a second evaluation of each final "
+        "network with fresh noise; and held-out real images scored as samples (the "
+        "baseline). Each control's seeds are listed in its row."),
 }
 """How the default settings were chosen, what was tried before, and the controls run."""
 
