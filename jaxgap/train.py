@@ -312,10 +312,12 @@ def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
     workdir = Path(workdir)
     ds = load_data(config)
     _check_run_folder(workdir, config, resume)
+    # the network is built before anything is written: an architecture that does not fit
+    # the data (a patch size, an image shape) leaves no run folder behind
+    graphdef, tx, state = init_state(config, ds.dim, ds.image_shape, num_classes(config, ds))
     workdir.mkdir(parents=True, exist_ok=True)
     _io.write_text(workdir / CONFIG, config.to_json())
 
-    graphdef, tx, state = init_state(config, ds.dim, ds.image_shape, num_classes(config, ds))
     manager = checkpoint_manager(workdir)
     start = 0
     latest = manager.latest_step()
