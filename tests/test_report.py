@@ -270,3 +270,18 @@ def test_phase_map_comes_first_and_each_figure_follows_its_section():
     assert heads["Disclosure"] > heads["The five factors"] > pos["toy_fit.png"]
     table = next(b for b in blocks if b.kind == "table" and b.header[0] == "denoiser")
     assert [row[0] for row in table.rows] == ["empirical", "gaussian"]
+
+
+def test_factors_not_run_say_which_command_runs_them():
+    """A run without --full (no factor rows): each of the five factors' sections says so."""
+    blocks, md = _report()
+    heads = [b.text for b in blocks if b.kind == "heading"]
+    assert heads.index("The five factors") < heads.index("Guidance")
+    assert md.count("Not run: `jaxgap reproduce --full` runs this factor") == 5
+    done = _results()
+    done["factors"] = [{"id": "factor_guidance", "claim": "guidance: c", "supported": False,
+                        "interval": [-0.1, 0.1], "estimate": 0.0, "seeds_supporting": 0,
+                        "seeds": 3, "controls": [], "measured": "m"}]
+    md = rep.render_markdown(report_blocks(done, default_config("digits"),
+                                           [name for _, name, _ in FIGURES]))
+    assert md.count("Not run: `jaxgap reproduce --full` runs this factor") == 4
