@@ -220,9 +220,10 @@ def _results(data: str = "digits", device: str = "cpu: cpu") -> dict:
             "stages_skipped": ["sweep"]}
 
 
-def _report(device: str = "cpu: cpu", data: str = "digits"):
+def _report(device: str = "cpu: cpu", data: str = "digits", results: dict | None = None):
     figures = [name for _, name, _ in FIGURES]
-    blocks = report_blocks(_results(data, device), default_config(data), figures)
+    results = _results(data, device) if results is None else results
+    blocks = report_blocks(results, default_config(data), figures)
     return blocks, rep.render_markdown(blocks)
 
 
@@ -282,6 +283,5 @@ def test_factors_not_run_say_which_command_runs_them():
     done["factors"] = [{"id": "factor_guidance", "claim": "guidance: c", "supported": False,
                         "interval": [-0.1, 0.1], "estimate": 0.0, "seeds_supporting": 0,
                         "seeds": 3, "controls": [], "measured": "m"}]
-    md = rep.render_markdown(report_blocks(done, default_config("digits"),
-                                           [name for _, name, _ in FIGURES]))
+    md = _report(results=done)[1]
     assert md.count("Not run: `jaxgap reproduce --full` runs this factor") == 4
