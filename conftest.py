@@ -23,11 +23,13 @@ else:
     _CACHE = None
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 # LLVM at -O0: XLA's graph optimizations (fusion, layout) are unchanged, only its machine-code
-# optimization is skipped; compilation is ~40% faster and the test programs are small. Child
-# processes inherit it (tests that set XLA_FLAGS append to it).
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + " --xla_backend_optimization_level=0").strip()
+# optimization is skipped; compilation is ~40% faster and the test programs are small. And
+# XLA:CPU's older (elemental) emitter for its fusions instead of the MLIR fusion emitters:
+# backend compilation ~40% faster (``docs/test_time.md``). Child processes inherit both (tests
+# that set XLA_FLAGS append to it).
+for _flag in ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false"):
+    if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 
 # JAX never writes a program with a host callback to the persistent cache, and every
 # in-graph check of jaxgap (``equinox.error_if``, e.g. sigma > 0 inside a denoiser) is one.

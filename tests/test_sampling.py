@@ -166,21 +166,25 @@ def test_sample_keys_per_sample(key, gauss):
     """Sample i depends on (key, i) only, not on num nor batch_size (EDM sampler with churn,
     so both the initial noise and the churn noise are covered).
 
-    The initial noise x[0] is compared bit for bit. Later states: rows are independent, but
-    XLA compiles the batched body for another shape and may fuse or block it differently, so
-    they are compared to 8 eps32 of the largest state (|x| <= ~250 from sigma_max = 80):
-    2.4e-4 absolute (measured differences <= 4e-6).
+    The initial noise x[0] is compared to 4 eps32 relative: a draw from another key would
+    differ by O(1), but XLA may compute the same element's inverse error function in a vector
+    lane or in a scalar remainder loop depending on the batch shape (XLA:CPU's elemental
+    emitter, as the suite runs it, differs there by 1-2 ulp; its default emitter gives equal
+    bits). Later states: rows are independent, but XLA compiles the batched body for another
+    shape and may fuse or block it differently, so they are compared to 8 eps32 of the largest
+    state (|x| <= ~250 from sigma_max = 80): 2.4e-4 absolute (measured differences <= 4e-6).
     """
     den = gauss[0]
     run = lambda k, num, **kw: sample(k, den, num, 4, num_steps=8, method="edm", s_churn=10.0,
                                       return_trajectory=True, **kw)
     full, few, batched = run(key, 8), run(key, 3), run(key, 8, batch_size=3)
-    np.testing.assert_array_equal(few.x[0], full.x[0, :3])
-    np.testing.assert_array_equal(batched.x[0], full.x[0])
+    eps = np.finfo(np.float32).eps
+    np.testing.assert_allclose(few.x[0], full.x[0, :3], rtol=4 * eps, atol=0)
+    np.testing.assert_allclose(batched.x[0], full.x[0], rtol=4 * eps, atol=0)
     assert full.x.shape == (9, 8, 4) and full.denoised.shape == (8, 8, 4)
     assert batched.x.shape == (9, 8, 4) and batched.denoised.shape == (8, 8, 4)
     assert few.sigma.shape == (9,) and float(few.sigma[0]) == 80.0 and float(few.sigma[-1]) == 0
-    atol = 8 * np.finfo(np.float32).eps * np.max(np.abs(full.x))
+    atol = 8 * eps * np.max(np.abs(full.x))
     np.testing.assert_allclose(few.x, full.x[:, :3], rtol=0, atol=atol)
     np.testing.assert_allclose(batched.x, full.x, rtol=0, atol=atol)
     np.testing.assert_allclose(batched.denoised, full.denoised, rtol=0, atol=atol)
