@@ -76,7 +76,7 @@ def test_notebook_runs_small(path, tmp_path, monkeypatch):
     """Execute every cell with JAXGAP_NOTEBOOK_SMALL=1 in a temporary working directory."""
     monkeypatch.setenv("JAXGAP_NOTEBOOK_SMALL", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    # (the kernel inherits XLA_FLAGS, LLVM at -O0, from conftest.py: compile time dominates)
+    # (the kernel inherits conftest.py's cheaper-compile XLA_FLAGS: compile time dominates)
     nb = _read(path)
     before = sorted(p.name for p in NOTEBOOK_DIR.iterdir())
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
