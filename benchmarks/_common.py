@@ -36,7 +36,25 @@ def environment() -> dict:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        **cpu_model(),
     }
+
+
+def cpu_model() -> dict:
+    """The CPU's model name and its widest vector extension (``avx512f``, ``avx2``, ...),
+    read from ``/proc/cpuinfo`` (empty elsewhere): jax/torch speed ratios on CPU depend on
+    them (docs/unet_speed.md: the same benchmark on an AVX2 EPYC and an AVX-512 Xeon)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return {}
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                 if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines()
+                      if line.startswith("flags")), []))
+    widest = next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), "")
+    return {"cpu_model": name, "cpu_vector_isa": widest}
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:

@@ -63,7 +63,15 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import environment, median_time, print_table, write_json  # noqa: E402
 
 from jaxgap.nets import MODEL_SIZES, param_count  # noqa: E402
-from jaxgap.train import TrainConfig, build_model, init_state, load_data, make_step  # noqa: E402
+from jaxgap.train import (  # noqa: E402
+    TrainConfig,
+    build_model,
+    hyper,
+    init_state,
+    load_data,
+    make_step,
+    step_body,
+)
 
 try:  # torch is only a peer to compare against; jaxgap never depends on it
     import _train_speed_torch as peers
@@ -87,14 +95,20 @@ def jax_setup(config: TrainConfig):
     model = nnx.merge(graphdef, state["params"])
     batch = min(config.batch_size, ds.num_train)
     step = make_step(graphdef, tx, config, jnp.asarray(ds.train), batch)
-    return ds, model, state, step, batch
+    flops = step_flops(config, graphdef, ds.train, batch, state)
+    return ds, model, state, step, batch, flops
 
 
-def step_flops(step, state) -> float | None:
-    """FLOPs of one step from XLA's cost analysis of the lowered program (no compilation);
-    None where the backend gives none."""
+def step_flops(config: TrainConfig, graphdef, train, batch: int, state) -> float | None:
+    """FLOPs of one step from XLA's cost analysis of the lowered step body (the function
+    ``make_step`` compiles; lowered with a plain ``jax.jit``, since the step itself carries
+    compiler options and cannot be nested; no compilation); None where the backend gives
+    none."""
+    body = step_body(graphdef, config, batch)
+    args = (state, jnp.asarray(train), None, jnp.asarray(train.shape[0], jnp.int32),
+            jax.random.PRNGKey(config.seed), hyper(config))
     try:
-        cost = jax.jit(step).lower(state).cost_analysis()
+        cost = jax.jit(body).lower(*args).cost_analysis()
     except Exception:  # pragma: no cover - backend dependent
         return None
     if isinstance(cost, (list, tuple)):
@@ -221,10 +235,10 @@ def bench_model(kind: str, size: str, args, batch: int, use_torch: bool):
     """One model: jax and (optionally) torch steps timed alternately; a row and the info."""
     config = TrainConfig(model=kind, model_size=None if size == "default" else size,
                          data=args.data, batch_size=batch).validate()
-    ds, model, state, step, batch = jax_setup(config)
+    ds, model, state, step, batch, flops = jax_setup(config)
     info = {"model": kind, "size": size, "params_jax": param_count(model), "batch": batch,
             "dim": ds.dim, "image_shape": None if ds.image_shape is None
-            else list(ds.image_shape), "flops_per_step": step_flops(step, state)}
+            else list(ds.image_shape), "flops_per_step": flops}
     first, run, jax_state = jax_stepper(step, state)  # first: trace + compile + run
     firsts, runs = [first], [run]
     if use_torch:
