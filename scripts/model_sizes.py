@@ -1,7 +1,8 @@
 """The model-size evidence of docs/model_sizes.md from the size-ladder sweeps.
 
 Reads ``runs/sizes_{mlp,unet,dit}`` (``jaxgap sweep docs/sweeps/digits_sizes_FAMILY.toml
---out runs/sizes_FAMILY``; the families whose folder exists), and writes
+--out runs/sizes_FAMILY``) and the later single-rung runs ``runs/sizes_FAMILY_RUNG``
+(``docs/sweeps/digits_sizes_FAMILY_RUNG.toml``), whichever have finished, and writes
 ``docs/model_sizes.png`` (gap-peak height, its location and the memorized fraction at the
 last step against the parameter count, one line per family, 95% t-intervals over seeds) and
 prints the table of the doc (Markdown).
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxgap.nets import param_table
+from jaxgap.nets import MODEL_SIZES, param_table
 from jaxgap.report._figure import new_figure, save
 from jaxgap.sweep import tables
 from jaxgap.sweep.analysis import over_seeds
@@ -58,9 +59,10 @@ def main() -> None:
     args = p.parse_args()
     rows = []
     for kind in FAMILIES:
-        folder = Path(args.runs) / f"sizes_{kind}"
-        if (folder / "sweep.json").exists():
-            rows += family_rows(folder, kind)
+        folders = [Path(args.runs) / f"sizes_{kind}",
+                   *(Path(args.runs) / f"sizes_{kind}_{size}" for size in MODEL_SIZES)]
+        fam = [r for f in folders if (f / "sweep.json").exists() for r in family_rows(f, kind)]
+        rows += sorted(fam, key=lambda r: MODEL_SIZES.index(r["model_size"]))
     if not rows:
         raise SystemExit(f"--runs: no finished runs/sizes_* sweep under {args.runs!r}")
     fig = new_figure((14.0, 4.4))
