@@ -39,14 +39,21 @@ ensemble's steady member-steps/s at E over that at E = 1. As a sanity check, mem
 gap curves are compared with those of its single run (same seed: they agree to float32
 rounding, amplified over the training steps).
 
+``--model unet|dit`` and ``--model-size xs..xl`` train another network (the family's
+default, or its rung; ``--quick`` shrinks only the MLP). ``--layout vmap|turns`` steps the
+ensemble's members side by side (``jax.vmap``) or in turns in one single-member program
+against ``Ensemble.make_step``'s rule (on one CPU device: U-Net in turns, MLP and DiT side
+by side); the evaluation is the same either way.
+
 Targets (issue 13): on the 2-core CPUs of this project at least 1.0x at E = 8 (a CPU is
 already busy with one model: the gain is compile and dispatch time); on a GPU, E = 64 at
 least 20x the member-steps per second of E = 1 (one small MLP leaves a GPU idle). A GPU, when
 present, is used by JAX without changes.
 
 Usage: python benchmarks/ensemble.py [--quick] [--members 1,4,8,16,64] [--steps 200]
-    [--eval-every 100] [--train-size 1024] [--seq-runs 4]
-Writes benchmarks/results/ensemble.json.
+    [--eval-every 100] [--train-size 1024] [--seq-runs 4] [--model mlp] [--model-size m]
+    [--layout vmap|turns] [--out ensemble]
+Writes benchmarks/results/OUT.json (default ensemble.json).
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ from jaxgap import _mc, _streams  # noqa: E402
 from jaxgap import noise as _noise  # noqa: E402
 from jaxgap.ensemble import Ensemble, member_data  # noqa: E402
 from jaxgap.losses import gap_curve  # noqa: E402
+from jaxgap.nets import MODEL_SIZES  # noqa: E402
 from jaxgap.train import TrainConfig, init_state, load_data, make_step  # noqa: E402
 
 QUICK = dict(members="1,4", steps=4, eval_every=2, train_size=256, seq_runs=2)
@@ -148,12 +156,14 @@ def single_run(config: TrainConfig) -> dict:
     return {"seed": config.seed, "setup_s": setup, "total_s": setup + out["loop_s"], **out}
 
 
-def ensemble_run(configs: list[TrainConfig]) -> dict:
-    """The members as one ensemble, timed (see the module docstring)."""
+def ensemble_run(configs: list[TrainConfig], layout: str | None = None) -> dict:
+    """The members as one ensemble, timed (see the module docstring); ``layout``: that of
+    ``Ensemble.make_step`` (None: its rule)."""
     t0 = time.perf_counter()
     data = member_data(configs)
-    ens = Ensemble.create(configs, dim=data.train.shape[-1])
-    step = ens.make_step(data)
+    ens = Ensemble.create(configs, dim=data.train.shape[-1],
+                          image_shape=data.datasets[0].image_shape)
+    step = ens.make_step(data, layout=layout)
     evaluate = ens.make_eval(data)
     jax.block_until_ready(ens.state)
     setup = time.perf_counter() - t0
@@ -207,6 +217,15 @@ def main():
     parser.add_argument("--seq-runs", type=int,
                         help=f"sequential single runs timed, at most E; the rest extrapolated "
                              f"(default {FULL['seq_runs']})")
+    parser.add_argument("--model", default="mlp", choices=("mlp", "unet", "dit"),
+                        help="the network (default mlp)")
+    parser.add_argument("--model-size", choices=MODEL_SIZES,
+                        help="the family's size rung (default: its default network)")
+    parser.add_argument("--layout", choices=("vmap", "turns"),
+                        help="step the members side by side (vmap) or in turns (default: "
+                             "Ensemble.make_step's rule)")
+    parser.add_argument("--out", default="ensemble",
+                        help="results name: benchmarks/results/OUT.json (default ensemble)")
     args = parser.parse_args()
     opts = dict(QUICK if args.quick else FULL)
     for name in opts:
@@ -220,8 +239,10 @@ def main():
     if opts["steps"] < 2:
         raise SystemExit(f"--steps: expected at least 2 (the first step is timed apart), got "
                          f"{opts['steps']}")
-    base = TrainConfig(train_size=opts["train_size"], steps=opts["steps"],
-                       eval_every=opts["eval_every"], **(QUICK_CONFIG if args.quick else {}))
+    shrink = QUICK_CONFIG if args.quick and args.model == "mlp" and not args.model_size else {}
+    base = TrainConfig(model=args.model, model_size=args.model_size,
+                       train_size=opts["train_size"], steps=opts["steps"],
+                       eval_every=opts["eval_every"], **shrink)
     try:
         base = base.validate()
         ds = load_data(base)  # untimed warm-up: data loading, backend start, eager init ops
@@ -239,7 +260,8 @@ def main():
     ens_runs = []
     for e in members:
         log(f"ensemble E = {e}")
-        ens_runs.append(ensemble_run([dataclasses.replace(base, seed=s) for s in range(e)]))
+        ens_runs.append(ensemble_run([dataclasses.replace(base, seed=s) for s in range(e)],
+                                     layout=args.layout))
 
     steps = base.steps
     rows = []
@@ -265,8 +287,12 @@ def main():
         rows.append(row)
 
     env = environment()
-    print(f"\nEnsemble vs sequential training: default MLP (width {base.width}, depth "
-          f"{base.depth}, batch {base.batch_size}), digits (d = 64, {base.train_size} "
+    net = (f"{base.model} {base.model_size}" if base.model_size else
+           f"default {base.model}") + (f" (width {base.width}, depth {base.depth})"
+                                       if base.model == "mlp" and not base.model_size else "")
+    layout = args.layout or "by make_step's rule"
+    print(f"\nEnsemble (members stepped: {layout}) vs sequential training: {net}, batch "
+          f"{base.batch_size}, digits (d = 64, {base.train_size} "
           f"training examples per member), {steps} steps, evaluations at step 0, every "
           f"{base.eval_every} and the last ({base.eval_sigmas} sigmas, raw + EMA); {device}, "
           f"{env['cpu_count']} CPUs, jax {env['jax']}")
@@ -295,8 +321,10 @@ def main():
         print("targets: " + "; ".join(targets))
     for r in seq_runs + ens_runs:
         r.pop("last")
-    path = write_json("ensemble", {
+    path = write_json(args.out, {
         "environment": env, "device_text": device, "dtype": "float32", "quick": args.quick,
+        "model": base.model, "model_size": base.model_size,
+        "layout": args.layout or "rule",
         "options": opts, "config": dataclasses.asdict(base),
         "sequential_extrapolated_from": num_seq,
         "targets": {"cpu_speedup_at_E8": 1.0, "gpu_vs_E1_at_E64": 20.0},

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxgap import train as train_mod
-from jaxgap.ensemble import Ensemble, fit, member_data, program_key
+from jaxgap.ensemble import Ensemble, fit, member_data, program_key, shard
 from jaxgap.train import TrainConfig
 
 BASE = TrainConfig(width=16, depth=1, batch_size=8, lr=3e-3, warmup=2, steps=6, eval_every=3,
@@ -46,6 +46,36 @@ def test_members_match_their_single_runs(tmp_path):
                                            err_msg=f"member {i} step {ref['step']} {name}")
     # the members are different runs, not copies: their trained curves differ
     assert not np.allclose(rows[(6, 0)]["ema_train"], rows[(6, 2)]["ema_train"])
+
+
+def test_members_in_turn_and_side_by_side_take_the_same_steps():
+    # On one CPU device U-Net members take turns in one single-member program; with a mesh
+    # (here of that one device), or when asked, they are vmapped side by side: the same
+    # steps.
+    # Losses to float32 rounding; parameters to a fraction of the learning rate (Adam turns
+    # rounding in a near-zero gradient into up to lr per step), far below the seeds'
+    # differences.
+    members = [dataclasses.replace(m, model="unet", channels=(4, 8), width=None, depth=None)
+               for m in MEMBERS]
+    ens = Ensemble.create(members, dim=64, image_shape=(8, 8, 1))
+    data = member_data(members)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("members",))
+    turns, side = ens.make_step(data), ens.make_step(data, mesh=mesh)
+    plain = ens.make_step(data, layout="vmap")
+    a, b, c = ens.state, shard(ens.state, mesh), ens.state
+    for _ in range(4):
+        (a, loss_a), (b, loss_b), (c, loss_c) = turns(a), side(b), plain(c)
+        assert loss_a.shape == (3,) and len(set(np.asarray(loss_a).tolist())) == 3
+        np.testing.assert_allclose(loss_a, loss_b, rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(loss_a, loss_c, rtol=1e-4, atol=1e-7)
+    assert np.asarray(a["step"]).tolist() == [4, 4, 4]
+    for x, y, z in zip(*(jax.tree.leaves(s["params"]) for s in (a, b, c)), strict=True):
+        np.testing.assert_allclose(x, y, rtol=0, atol=BASE.lr / 4)
+        np.testing.assert_allclose(x, z, rtol=0, atol=BASE.lr / 4)
+    with pytest.raises(ValueError, match="layout"):
+        ens.make_step(data, layout="scan")
+    with pytest.raises(ValueError, match="layout"):
+        ens.make_step(data, mesh=mesh, layout="turns")
 
 
 def test_resume_after_a_failure_writes_the_same_rows(tmp_path):
