@@ -77,7 +77,7 @@ from jaxgap import noise as _noise  # noqa: E402
 from jaxgap.ensemble import Ensemble, member_data  # noqa: E402
 from jaxgap.losses import gap_curve  # noqa: E402
 from jaxgap.nets import MODEL_SIZES  # noqa: E402
-from jaxgap.train import TrainConfig, init_state, load_data, make_step  # noqa: E402
+from jaxgap.train import ARCH_FIELDS, TrainConfig, init_state, load_data, make_step  # noqa: E402
 
 QUICK = dict(members="1,4", steps=4, eval_every=2, train_size=256, seq_runs=2)
 FULL = dict(members="1,4,8,16,64", steps=200, eval_every=100, train_size=1024, seq_runs=4)
@@ -217,7 +217,7 @@ def main():
     parser.add_argument("--seq-runs", type=int,
                         help=f"sequential single runs timed, at most E; the rest extrapolated "
                              f"(default {FULL['seq_runs']})")
-    parser.add_argument("--model", default="mlp", choices=("mlp", "unet", "dit"),
+    parser.add_argument("--model", default="mlp", choices=tuple(ARCH_FIELDS),
                         help="the network (default mlp)")
     parser.add_argument("--model-size", choices=MODEL_SIZES,
                         help="the family's size rung (default: its default network)")

@@ -96,6 +96,12 @@ IN_TURNS_ON_CPU = ("unet",)
 """The networks whose ensemble members take turns on one CPU device (:meth:`Ensemble.make_step`)."""
 
 
+def _one_cpu(mesh) -> bool:
+    """No mesh and a CPU backend: where the members run one after another (step and
+    evaluation)."""
+    return mesh is None and jax.devices()[0].platform == "cpu"
+
+
 def stack(trees: Sequence[Any]) -> Any:
     """Pytrees of one structure stacked on a new leading (member) axis."""
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
@@ -312,8 +318,8 @@ class Ensemble(NamedTuple):
         if layout == "turns" and mesh is not None:
             raise ValueError("layout: 'turns' steps the members on one device; got a mesh too")
         if layout is None:
-            on_cpu = mesh is None and jax.devices()[0].platform == "cpu"
-            layout = "turns" if on_cpu and self.configs[0].model in IN_TURNS_ON_CPU else "vmap"
+            in_turns = _one_cpu(mesh) and self.configs[0].model in IN_TURNS_ON_CPU
+            layout = "turns" if in_turns else "vmap"
         body = step_body(self.graphdef, self.configs[0], self.batch(data))
         vals = self.member_values()
         args = (data.train, data.train_cond, data.n, vals["key"], vals["hp"])
@@ -326,7 +332,7 @@ class Ensemble(NamedTuple):
             return body(jax.tree.map(lambda x: x[i], state), *member_args)
 
         one_fn, stack_fn = step_jit(one), jax.jit(stack)
-        members = [jax.tree.map(jnp.asarray, member(args, i)) for i in range(self.size)]
+        members = [shard(member(args, i), None) for i in range(self.size)]
         index = [jnp.asarray(i, jnp.int32) for i in range(self.size)]
 
         def step(state):
@@ -359,7 +365,7 @@ class Ensemble(NamedTuple):
         # (lax.map: plain matmuls, a single run's batch); elsewhere side by side (vmap: the
         # members' batches together hold what one run's batch holds). The losses do not
         # depend on the batch size (the noise is a function of the example index).
-        sequential = mesh is None and jax.devices()[0].platform == "cpu"
+        sequential = _one_cpu(mesh)
         batch = default_batch_size(c.eval_sigmas, num_noise, data.train.shape[-1])
         batch = batch if sequential else max(1, batch // len(padded))
 

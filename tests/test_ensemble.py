@@ -51,9 +51,8 @@ def test_members_match_their_single_runs(tmp_path):
 def test_members_in_turn_and_side_by_side_take_the_same_steps():
     # On one CPU device U-Net members take turns in one single-member program; with a mesh
     # (here of that one device), or when asked, they are vmapped side by side: the same
-    # steps.
-    # Losses to float32 rounding; parameters to a fraction of the learning rate (Adam turns
-    # rounding in a near-zero gradient into up to lr per step), far below the seeds'
+    # steps. Losses to float32 rounding; parameters to a fraction of the learning rate (Adam
+    # turns rounding in a near-zero gradient into up to lr per step), far below the seeds'
     # differences.
     members = [dataclasses.replace(m, model="unet", channels=(4, 8), width=None, depth=None)
                for m in MEMBERS]
