@@ -23,11 +23,12 @@ lint: $(BIN)/.jaxgap-installed
 # would run the CLI), then the float64 checks in a process of their own. The versions are
 # printed first (never fails the run). tests/test_multidevice.py starts its own 8-device
 # process. The suite is compile-bound (XLA compiles on one core): pytest-xdist runs one
-# worker per core, and the examples share its workers (and their warm caches).
+# worker per core, and the examples share its workers (and their warm caches). The 25
+# slowest tests are listed at the end (where the time budget goes: docs/test_time.md).
 test: lint
 	-$(BIN)/python .ci/versions.py
 	$(BIN)/python -m pytest -q -n auto -m "not x64" --doctest-modules tests jaxgap \
-		--ignore=jaxgap/__main__.py
+		--ignore=jaxgap/__main__.py --durations=25
 	JAX_ENABLE_X64=1 $(BIN)/python -m pytest -q -m x64
 
 bench: $(BIN)/.jaxgap-installed

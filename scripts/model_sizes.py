@@ -1,19 +1,27 @@
 """The model-size evidence of docs/model_sizes.md from the size-ladder sweeps.
 
-Reads ``runs/sizes_{mlp,unet,dit}`` (``jaxgap sweep docs/sweeps/digits_sizes_FAMILY.toml
---out runs/sizes_FAMILY``) and the later single-rung runs ``runs/sizes_FAMILY_RUNG``
-(``docs/sweeps/digits_sizes_FAMILY_RUNG.toml``), whichever have finished, and writes
-``docs/model_sizes.png`` (gap-peak height, its location and the memorized fraction at the
-last step against the parameter count, one line per family, 95% t-intervals over seeds) and
-prints the table of the doc (Markdown).
+Reads ``sizes_{mlp,unet,dit}`` (``jaxgap sweep docs/sweeps/digits_sizes_FAMILY.toml
+--out runs/sizes_FAMILY``) and the later single-rung runs ``sizes_FAMILY_RUNG``
+(``docs/sweeps/digits_sizes_FAMILY_RUNG.toml``), whichever have finished, from the first
+``--runs`` folder that holds each (default: ``runs``, then ``docs/model_sizes_runs``), and
+writes ``docs/model_sizes.png`` (gap-peak height, its location and the memorized fraction
+at the last step against the parameter count, one line per family, 95% t-intervals over
+seeds) and prints the table of the doc (Markdown).
 
-    python scripts/model_sizes.py [--runs runs] [--out docs/model_sizes.png]
+``--keep DIR`` copies the three small files read from each run (``spec.json``,
+``samples.csv``, ``sweep.json``; about 20 kB) to ``DIR/sizes_*/``: the documented runs are
+kept that way in ``docs/model_sizes_runs``, so the figure and table can be redrawn from a
+clone without the run folders (which hold every checkpoint).
+
+    python scripts/model_sizes.py [--runs runs --runs docs/model_sizes_runs]
+                                  [--keep docs/model_sizes_runs] [--out docs/model_sizes.png]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +32,7 @@ from jaxgap.sweep import tables
 from jaxgap.sweep.analysis import over_seeds
 
 FAMILIES = ("mlp", "unet", "dit")
+READ = ("spec.json", "samples.csv", "sweep.json")  # what family_rows reads of a run
 
 
 def family_rows(folder: Path, kind: str) -> list[dict]:
@@ -54,17 +63,30 @@ def _iv(s, digits=3, scale=lambda v: v) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", default="runs")
+    p.add_argument("--runs", action="append", help="folders holding the sizes_* runs, "
+                   "searched in order (default: runs, then docs/model_sizes_runs)")
+    p.add_argument("--keep", help="copy the files read of each run to KEEP/sizes_*/")
     p.add_argument("--out", default="docs/model_sizes.png")
     args = p.parse_args()
-    rows = []
+    roots = [Path(r) for r in (args.runs or ["runs", "docs/model_sizes_runs"])]
+    rows, used = [], []
     for kind in FAMILIES:
-        folders = [Path(args.runs) / f"sizes_{kind}",
-                   *(Path(args.runs) / f"sizes_{kind}_{size}" for size in MODEL_SIZES)]
-        fam = [r for f in folders if (f / "sweep.json").exists() for r in family_rows(f, kind)]
+        fam = []
+        for name in (f"sizes_{kind}", *(f"sizes_{kind}_{size}" for size in MODEL_SIZES)):
+            found = [r / name for r in roots if (r / name / "sweep.json").exists()]
+            if found:
+                fam += family_rows(found[0], kind)
+                used.append(found[0])
         rows += sorted(fam, key=lambda r: MODEL_SIZES.index(r["model_size"]))
     if not rows:
-        raise SystemExit(f"--runs: no finished runs/sizes_* sweep under {args.runs!r}")
+        raise SystemExit(f"--runs: no finished sizes_* sweep under {[str(r) for r in roots]}")
+    if args.keep:
+        for folder in used:
+            target = Path(args.keep) / folder.name
+            if target.resolve() != folder.resolve():
+                target.mkdir(parents=True, exist_ok=True)
+                for name in READ:
+                    shutil.copyfile(folder / name, target / name)
     fig = new_figure((14.0, 4.4))
     axes = fig.subplots(1, 3)
     for kind in FAMILIES:
@@ -100,6 +122,7 @@ def main() -> None:
         print(f"| {r['kind']} | {r['model_size']} | {r['params']:,} | {r['seeds']} | "
               f"{_iv(r['memorized'])} | {_iv(r['peak'])} | "
               f"{_iv(r['peak_sigma'], 2, lambda v: 10.0 ** v)} |")
+    print(f"read {', '.join(str(f) for f in used)}")
     print(f"wrote {args.out}")
 
 
