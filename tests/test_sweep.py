@@ -342,3 +342,16 @@ def test_load_spec_reads_toml(tmp_path):
     spec = load_spec(_spec_file(tmp_path, TINY))
     assert spec.seeds == (0, 1, 2) and spec.factors == ["train_size"]
     assert len(spec.members()) == 12
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "docs" / "sweeps")
+                                        .glob("*.toml")), ids=lambda p: p.stem)
+def test_documented_specs_parse(path):
+    """Every spec under docs/sweeps (the documented runs) still parses, as ``jaxgap sweep``
+    reads it; the training sizes are checked against the data too, except for conditional
+    specs (their check fits k-means conditions once per member: ~1 s each)."""
+    spec = load_spec(path)
+    assert spec.members(), path.name
+    if not any(m.config.conditional for m in spec.members()):
+        checked = load_spec(path, num_train=data_size).members()  # (halves without a
+        assert checked and all(m in spec.members() for m in checked)  # partner dropped)
