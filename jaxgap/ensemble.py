@@ -329,7 +329,7 @@ class Ensemble(NamedTuple):
             return lambda state: step_fn(state, *args)
 
         def one(state, i, *member_args):
-            return body(jax.tree.map(lambda x: x[i], state), *member_args)
+            return body(member(state, i), *member_args)
 
         one_fn, stack_fn = step_jit(one), jax.jit(stack)
         members = [shard(member(args, i), None) for i in range(self.size)]
