@@ -27,10 +27,10 @@ def _run(args, **kw):
                           capture_output=True, text=True, timeout=300, **kw)
 
 
-def _start_after_rows(args, num_rows: int) -> subprocess.Popen:
+def _start_after_rows(args, num_rows: int, env=None) -> subprocess.Popen:
     """Start ``jaxgap train`` and return once its metrics.jsonl holds ``num_rows`` rows."""
     proc = subprocess.Popen([sys.executable, "-m", "jaxgap", "train", *TINY, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     metrics = Path(args[args.index("--out") + 1]) / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -45,13 +45,16 @@ def _rows(run_dir):
             .splitlines()]
 
 
-def test_sigkill_ctrl_c_and_resume_reproduce_an_uninterrupted_run(tmp_path):
+def test_sigkill_ctrl_c_and_resume_reproduce_an_uninterrupted_run(tmp_path, run_bound_env):
+    # Every run in a process of its own, compiled alike (at -O2: they spend their time
+    # running 400 steps, not compiling).
     steps = ["--steps", "400", "--eval-every", "20", "--ckpt-every", "50"]
-    full = tmp_path / "full"  # the uninterrupted run: the same command, in this process
-    assert cli.main(["train", *TINY, *steps, "--out", str(full), "--quiet"]) == 0
+    full = tmp_path / "full"  # the uninterrupted run: the same command
+    out = _run([*steps, "--out", str(full), "--quiet"], env=run_bound_env)
+    assert out.returncode == 0, out.stderr
     # Same run, killed with SIGKILL after some evaluations, then resumed.
     killed = tmp_path / "killed"
-    proc = _start_after_rows([*steps, "--out", str(killed)], 9)  # step >= 160
+    proc = _start_after_rows([*steps, "--out", str(killed)], 9, run_bound_env)  # step >= 160
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
@@ -59,7 +62,8 @@ def test_sigkill_ctrl_c_and_resume_reproduce_an_uninterrupted_run(tmp_path):
     assert rows_at_kill < 21
     # Resumed, then stopped with Ctrl-C (SIGINT) a few evaluations later: exit status 130,
     # and the state after the last finished step is checkpointed (issue 12) ...
-    proc = _start_after_rows([*steps, "--out", str(killed), "--resume"], rows_at_kill + 3)
+    proc = _start_after_rows([*steps, "--out", str(killed), "--resume"], rows_at_kill + 3,
+                             run_bound_env)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -70,7 +74,7 @@ def test_sigkill_ctrl_c_and_resume_reproduce_an_uninterrupted_run(tmp_path):
     # of its step: that row is then dropped and evaluated again on resume)
     assert 20 * (rows_at_kill + 2) - 1 <= step < 400, (step, rows_at_kill)
     # ... so a second --resume continues from there to the uninterrupted run's rows.
-    out = _run([*steps, "--out", str(killed), "--resume"])
+    out = _run([*steps, "--out", str(killed), "--resume"], env=run_bound_env)
     assert out.returncode == 0, out.stderr
     a, b = _rows(full), _rows(killed)
     assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(0, 401, 20))
@@ -269,8 +273,9 @@ def test_model_sizes_and_architecture_fields():
 
 
 @pytest.mark.slow
-def test_real_run_gap_grows_and_peaks_at_intermediate_sigma(tmp_path):
-    """Digits, 128 training images, the default MLP, 1000 steps (about 40 s on 2 cores).
+def test_real_run_gap_grows_and_peaks_at_intermediate_sigma(tmp_path, run_bound_env):
+    """Digits, 128 training images, the default MLP, 1000 steps (``jaxgap train`` in a
+    process of its own, compiled at ``-O2``: about 40 s on 2 cores).
 
     What a real run shows (and this asserts): the trained network's gap grows over training
     and peaks at an intermediate sigma (0.8 at step 1000), vanishing at small sigma, while the
@@ -281,10 +286,15 @@ def test_real_run_gap_grows_and_peaks_at_intermediate_sigma(tmp_path):
     from jaxgap.denoisers import EmpiricalDenoiser
     from jaxgap.losses import gap_curve
 
-    config = TrainConfig(train_size=128, steps=1000, eval_every=250, ckpt_every=1000,
-                         eval_sigmas=24, seed=0)
-    train_and_evaluate(config, tmp_path / "run", progress=False)
+    res = subprocess.run([sys.executable, "-m", "jaxgap", "train", "--train-size", "128",
+                          "--steps", "1000", "--eval-every", "250", "--ckpt-every", "1000",
+                          "--eval-sigmas", "24", "--seed", "0", "--out", str(tmp_path / "run"),
+                          "--quiet"], capture_output=True, text=True, timeout=600,
+                         env=run_bound_env)
+    assert res.returncode == 0, res.stderr
     rows = read_metrics(tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["model"], config["train_size"], config["steps"]) == ("mlp", 128, 1000)
     sigmas = np.asarray(rows[0]["sigmas"])
     peaks = [max(r["ema_gap"]) for r in rows[1:]]
     assert all(b > a for a, b in zip(peaks, peaks[1:], strict=False)), peaks
