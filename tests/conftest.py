@@ -41,10 +41,11 @@ def key():
 @pytest.fixture(scope="session")
 def run_bound_env():
     """The environment for a child process whose time goes to running compiled loops, not to
-    compiling them (a 1000-step training run, a notebook kernel): the suite's ``XLA_FLAGS``
-    with LLVM at ``-O2`` instead of ``-O0``. The top-level ``conftest.py`` compiles every
-    test program at ``-O0`` (compilation dominates the suite); measured alone, the real
-    training run takes 44 s at ``-O2`` against 65 s at ``-O0`` (``docs/test_time.md``)."""
+    compiling them (the 1000-step training run, the empirical gap curve of every digit): the
+    suite's ``XLA_FLAGS`` with LLVM at ``-O2`` instead of ``-O0``. The top-level
+    ``conftest.py`` compiles every test program at ``-O0`` (compilation dominates the suite);
+    measured alone, the real training run takes 44 s at ``-O2`` against 65 s at ``-O0``
+    (``docs/test_time.md``)."""
     flags = re.sub(r"--xla_backend_optimization_level=\d+", "", os.environ.get("XLA_FLAGS", ""))
     return {**os.environ,
             "XLA_FLAGS": " ".join([*flags.split(), "--xla_backend_optimization_level=2"])}

@@ -27,10 +27,10 @@ def _run(args, **kw):
                           capture_output=True, text=True, timeout=300, **kw)
 
 
-def _start_after_rows(args, num_rows: int, env=None) -> subprocess.Popen:
+def _start_after_rows(args, num_rows: int) -> subprocess.Popen:
     """Start ``jaxgap train`` and return once its metrics.jsonl holds ``num_rows`` rows."""
     proc = subprocess.Popen([sys.executable, "-m", "jaxgap", "train", *TINY, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = Path(args[args.index("--out") + 1]) / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -45,16 +45,13 @@ def _rows(run_dir):
             .splitlines()]
 
 
-def test_sigkill_ctrl_c_and_resume_reproduce_an_uninterrupted_run(tmp_path, run_bound_env):
-    # Every run in a process of its own, compiled alike (at -O2: they spend their time
-    # running 400 steps, not compiling).
+def test_sigkill_ctrl_c_and_resume_reproduce_an_uninterrupted_run(tmp_path):
     steps = ["--steps", "400", "--eval-every", "20", "--ckpt-every", "50"]
-    full = tmp_path / "full"  # the uninterrupted run: the same command
-    out = _run([*steps, "--out", str(full), "--quiet"], env=run_bound_env)
-    assert out.returncode == 0, out.stderr
+    full = tmp_path / "full"  # the uninterrupted run: the same command, in this process
+    assert cli.main(["train", *TINY, *steps, "--out", str(full), "--quiet"]) == 0
     # Same run, killed with SIGKILL after some evaluations, then resumed.
     killed = tmp_path / "killed"
-    proc = _start_after_rows([*steps, "--out", str(killed)], 9, run_bound_env)  # step >= 160
+    proc = _start_after_rows([*steps, "--out", str(killed)], 9)  # step >= 160
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
@@ -62,8 +59,7 @@ def test_sigkill_ctrl_c_and_resume_reproduce_an_uninterrupted_run(tmp_path, run_
     assert rows_at_kill < 21
     # Resumed, then stopped with Ctrl-C (SIGINT) a few evaluations later: exit status 130,
     # and the state after the last finished step is checkpointed (issue 12) ...
-    proc = _start_after_rows([*steps, "--out", str(killed), "--resume"], rows_at_kill + 3,
-                             run_bound_env)
+    proc = _start_after_rows([*steps, "--out", str(killed), "--resume"], rows_at_kill + 3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -74,7 +70,7 @@ def test_sigkill_ctrl_c_and_resume_reproduce_an_uninterrupted_run(tmp_path, run_
     # of its step: that row is then dropped and evaluated again on resume)
     assert 20 * (rows_at_kill + 2) - 1 <= step < 400, (step, rows_at_kill)
     # ... so a second --resume continues from there to the uninterrupted run's rows.
-    out = _run([*steps, "--out", str(killed), "--resume"], env=run_bound_env)
+    out = _run([*steps, "--out", str(killed), "--resume"])
     assert out.returncode == 0, out.stderr
     a, b = _rows(full), _rows(killed)
     assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(0, 401, 20))
