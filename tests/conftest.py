@@ -3,7 +3,11 @@
 float32 is the default. Tests marked ``x64`` run in their own pytest process with
 ``JAX_ENABLE_X64=1`` (``make test`` does both); the flag is never toggled inside a test.
 Tests marked ``multidevice`` need 8 forced CPU devices: ``tests/test_multidevice.py`` runs
-them in a child process and they are deselected everywhere else.
+them in a child process and they are deselected everywhere else. Tests marked ``slow`` (the
+end-to-end runs of 20-200 s each) are moved to the front of the run: pytest-xdist hands
+tests out in order, so the long ones start first and the ~1100 short ones fill both
+workers to the end (longest first, the usual way to pack jobs onto workers) instead of one
+long run holding the last minutes on one worker while the other sits idle.
 ``jax_numpy_rank_promotion="raise"`` is set in the repository's top-level ``conftest.py``,
 so that it holds for the doctests of ``jaxgap/`` too.
 """
@@ -28,9 +32,10 @@ def pytest_collection_modifyitems(config, items):
         if "x64" in item.keywords and not X64:
             item.add_marker(skip_x64)
         kept.append(item)
+    kept.sort(key=lambda item: "slow" not in item.keywords)  # stable: slow ones first
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = kept
+    items[:] = kept
 
 
 @pytest.fixture

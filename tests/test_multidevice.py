@@ -26,6 +26,7 @@ FLAG = "--xla_force_host_platform_device_count=8"
 IN_CHILD = FLAG in os.environ.get("XLA_FLAGS", "")
 
 
+@pytest.mark.slow
 def test_in_own_process():
     if IN_CHILD:
         pytest.skip("already in the 8-device child process")

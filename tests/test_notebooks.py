@@ -71,6 +71,7 @@ def _kernel_prefix(client):
     return "".join(o.get("text", "") for o in cell.outputs).strip()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_notebook_runs_small(path, tmp_path, monkeypatch):
     """Execute every cell with JAXGAP_NOTEBOOK_SMALL=1 in a temporary working directory."""

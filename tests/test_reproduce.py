@@ -61,6 +61,7 @@ is not: 400 steps of the small network on 8 images copy nothing, so it is report
 asserted; the default run's trains the default network 4000 steps on 128 images)."""
 
 
+@pytest.mark.slow
 def test_quick_run_killed_resumes_and_writes_every_output(tmp_path):
     out = tmp_path / "run"
     rows = out / "sweep" / "groups" / "g000" / "rows.jsonl"

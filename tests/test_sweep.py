@@ -314,6 +314,7 @@ def test_killed_sweep_resumes_to_the_same_tables(reference, tmp_path):
     _same_tables(reference[0], out, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_two_processes_with_four_devices_each(reference, tmp_path):
     """8 devices over 2 hosts (12 members padded to 16) give the single-device tables."""
     with socket.socket() as s:

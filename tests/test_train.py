@@ -45,6 +45,7 @@ def _rows(run_dir):
             .splitlines()]
 
 
+@pytest.mark.slow
 def test_sigkill_ctrl_c_and_resume_reproduce_an_uninterrupted_run(tmp_path):
     steps = ["--steps", "400", "--eval-every", "20", "--ckpt-every", "50"]
     full = tmp_path / "full"  # the uninterrupted run: the same command, in this process
