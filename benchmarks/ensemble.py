@@ -97,25 +97,27 @@ def run_schedule(step, evaluate, state, steps: int, every: int) -> dict:
     """Evaluate at step 0, then ``steps`` steps with evaluations at :func:`eval_marks`.
 
     The step-0 evaluation and the first step are timed apart (they compile); the later
-    steps run asynchronously between evaluations (blocked on before each one)."""
+    steps run asynchronously between evaluations (blocked on before each one). The state is
+    held as its flat leaf list between steps, as the training loops hold it
+    (``jaxgap.train.Step``)."""
     marks = eval_marks(steps, every)
     t0 = time.perf_counter()
     last = evaluate(state)
     first_eval = time.perf_counter() - t0
     t0 = time.perf_counter()
-    state, _ = step(state)
-    jax.block_until_ready(state)
+    leaves, _ = step.flat(step.flatten(state))
+    jax.block_until_ready(leaves)
     first_step = time.perf_counter() - t0
     train_s, evals = 0.0, []
     t0 = time.perf_counter()
     for now in range(1, steps + 1):
         if now > 1:
-            state, _ = step(state)
+            leaves, _ = step.flat(leaves)
         if now in marks:
-            jax.block_until_ready(state)
+            jax.block_until_ready(leaves)
             t1 = time.perf_counter()
             train_s += t1 - t0
-            last = evaluate(state)
+            last = evaluate(step.unflatten(leaves))
             t0 = time.perf_counter()
             evals.append(t0 - t1)
     step_s = train_s / (steps - 1)  # steps 2..S at steady state

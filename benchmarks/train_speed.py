@@ -128,21 +128,23 @@ def matmul_ceiling(flops: float, repeats: int) -> tuple[float, int]:
 
 
 def jax_stepper(step, state):
-    """(compile + first step seconds, ``run(k)`` doing k steps, ``state()``)."""
+    """(compile + first step seconds, ``run(k)`` doing k steps, ``state()``); the state is
+    held as its flat leaf list between steps, as the training loops hold it
+    (``jaxgap.train.Step``)."""
     t0 = time.perf_counter()
-    state, _ = step(state)
-    jax.block_until_ready(state)
+    leaves, _ = step.flat(step.flatten(state))
+    jax.block_until_ready(leaves)
     first = time.perf_counter() - t0
-    box = [state]
+    box = [leaves]
 
     def run(k: int):
         s = box[0]
         for _ in range(k):
-            s, _ = step(s)
+            s, _ = step.flat(s)
         jax.block_until_ready(s)
         box[0] = s
 
-    return first, run, lambda: box[0]
+    return first, run, lambda: step.unflatten(box[0])
 
 
 # ---------------------------------------------------------------------------------------

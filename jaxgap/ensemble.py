@@ -68,6 +68,7 @@ from jaxgap.denoisers import guided
 from jaxgap.losses import per_example_loss
 from jaxgap.train import (
     VALUE_FIELDS,
+    Step,
     TrainConfig,
     append_jsonl,
     checkpoint_manager,
@@ -76,6 +77,7 @@ from jaxgap.train import (
     init_state,
     load_data,
     num_classes,
+    over_leaves,
     pure_state,
     read_jsonl,
     restore_state,
@@ -293,7 +295,8 @@ class Ensemble(NamedTuple):
         return batches.pop()
 
     def make_step(self, data: MemberData, *, mesh=None, layout: str | None = None):
-        """One step of every member: ``state -> (state, loss [E])``.
+        """One step of every member: a :class:`jaxgap.train.Step`, ``state -> (state, loss
+        [E])`` (and ``step.flat`` on the state's leaf list, as :func:`fit` holds it).
 
         With a mesh, on an accelerator, or for the MLP and the DiT, one jit-compiled
         program steps all members side by side (``jax.vmap`` of
@@ -324,21 +327,27 @@ class Ensemble(NamedTuple):
         vals = self.member_values()
         args = (data.train, data.train_cond, data.n, vals["key"], vals["hp"])
         if layout == "vmap":
-            step_fn = step_jit(jax.vmap(body))
             args = shard(args, mesh)
-            return lambda state: step_fn(state, *args)
 
-        def one(state, i, *member_args):
-            return body(member(state, i), *member_args)
+            def build(treedef):
+                step_fn = step_jit(over_leaves(jax.vmap(body), treedef))
+                return lambda leaves: step_fn(leaves, *args)
 
-        one_fn, stack_fn = step_jit(one), jax.jit(stack)
+            return Step(build)
+
         members = [shard(member(args, i), None) for i in range(self.size)]
         index = [jnp.asarray(i, jnp.int32) for i in range(self.size)]
 
-        def step(state):
-            return stack_fn([one_fn(state, i, *a) for i, a in zip(index, members, strict=True)])
+        def build_turns(treedef):
+            def one(leaves, i, *member_args):
+                new, loss = body(member(jax.tree.unflatten(treedef, leaves), i), *member_args)
+                return jax.tree.leaves(new), loss
 
-        return step
+            one_fn, stack_fn = step_jit(one), jax.jit(stack)
+            return lambda leaves: stack_fn([one_fn(leaves, i, *a)
+                                            for i, a in zip(index, members, strict=True)])
+
+        return Step(build_turns)
 
     def make_eval(self, data: MemberData, *, mesh=None, views=None):
         """The members' gap curves, raw and EMA, as in :func:`jaxgap.train.train_and_evaluate`.
@@ -530,6 +539,10 @@ def fit(ens: Ensemble, data: MemberData, workdir, *, eval_steps: Sequence[int],
             manager.wait_until_finished()
         saved.add(t)
 
+    def due(t):
+        """Whether step ``t`` is evaluated, sampled or checkpointed."""
+        return t in eval_set or t in sample_set or t % config.ckpt_every == 0 or t == steps
+
     def reached(t, state):
         rows = []
         if t in eval_set:
@@ -542,11 +555,12 @@ def fit(ens: Ensemble, data: MemberData, workdir, *, eval_steps: Sequence[int],
                 rows += [{"kind": "sample", "step": t, **r} for r in on_sample(t, host)]
         if lead and rows:
             append_jsonl(rows_path, rows)
-        if t > 0 and (t in eval_set or t in sample_set or t % config.ckpt_every == 0
-                      or t == steps):
+        if t > 0 and due(t):
             checkpoint(to_host(state) if host is None else host, t)
 
-    safe = state
+    # the state is held as its flat leaf list between steps (``Step``); ``safe``: the one
+    # after the last fully finished step
+    leaves = safe = step_fn.flatten(state)
     try:
         if start == 0:
             reached(0, state)
@@ -554,12 +568,14 @@ def fit(ens: Ensemble, data: MemberData, workdir, *, eval_steps: Sequence[int],
                            initial=start) as bar:
             for t in range(start, steps):
                 _progress.check_interrupt()
-                state, loss = step_fn(state)
-                reached(t + 1, state)
-                safe = state
+                leaves, loss = step_fn.flat(leaves)
+                if due(t + 1):
+                    reached(t + 1, step_fn.unflatten(leaves))
+                safe = leaves
                 if (t + 1) % 10 == 0 or t + 1 == steps:
                     bar.update(t + 1 - bar.n)
     except KeyboardInterrupt:
+        safe = step_fn.unflatten(safe)
         t = int(to_host(safe["step"])[0])
         if t > 0 and t not in saved and jax.process_count() == 1:
             try:

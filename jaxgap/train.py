@@ -44,12 +44,12 @@ from jaxgap.denoisers import NULL, guided
 from jaxgap.losses import curve_peak, gap_curve
 from jaxgap.nets import DiTDenoiser, MLPDenoiser, UNetDenoiser, make_denoiser
 
-__all__ = ["ARCH_FIELDS", "CHECKPOINTS", "CONFIG", "EVAL_SIZE", "METRICS", "VALUE_FIELDS",
+__all__ = ["ARCH_FIELDS", "CHECKPOINTS", "CONFIG", "EVAL_SIZE", "METRICS", "VALUE_FIELDS", "Step",
            "TrainConfig", "append_jsonl", "batch_indices", "build_model", "checkpoint_manager",
            "describe_model", "edm_loss", "evaluated", "hyper", "init_state", "last_checkpoint",
            "load_config", "load_data", "load_denoiser", "make_optimizer", "make_step",
-           "num_classes", "pure_state", "read_jsonl", "read_metrics", "restore_state", "step_body",
-           "train_and_evaluate"]
+           "num_classes", "over_leaves", "pure_state", "read_jsonl", "read_metrics",
+           "restore_state", "step_body", "train_and_evaluate"]
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -234,16 +234,78 @@ def step_body(graphdef, config: TrainConfig, batch: int):
     return body
 
 
-def make_step(graphdef, tx, config: TrainConfig, train_x, batch: int, train_c=None):
-    """One jit-compiled training step ``state -> (state, loss)`` (``tx``, the optimizer of
-    :func:`init_state`, is rebuilt inside the step from the config's values; ``train_c``:
-    the examples' condition ids of a conditional network)."""
+def over_leaves(fn, treedef):
+    """``fn(state, *args) -> (state, aux)`` as ``(leaves, *args) -> (leaves, aux)``, where
+    ``leaves`` is the state's flat leaf list under ``treedef`` (not compiled)."""
+
+    def flat(leaves, *args):
+        new, aux = fn(jax.tree.unflatten(treedef, leaves), *args)
+        new_leaves, new_def = jax.tree.flatten(new)
+        if new_def != treedef:  # a bug in a step body, not bad input
+            raise AssertionError(f"the step changed the state's structure: {new_def}")
+        return new_leaves, aux
+
+    return flat
+
+
+class Step:
+    """A compiled training step: ``step(state) -> (state, loss)`` on the state dict.
+
+    A training loop keeps the state as its flat leaf list between steps: ``leaves =
+    step.flatten(state)``, then ``leaves, loss = step.flat(leaves)`` per step, and
+    ``step.unflatten(leaves)`` only to evaluate or checkpoint. Flattening and rebuilding the
+    ``nnx.State``s of a state dict costs Python time on every call (about 0.7 ms, a quarter
+    of the MLP ``xs`` step on digits; ``docs/unet_speed.md``), which XLA:CPU does not hide.
+
+    ``build(treedef) -> flat`` makes the flat step for the state's structure; it runs at the
+    first :meth:`flatten` (a state of another structure is then a ``ValueError``).
+    """
+
+    def __init__(self, build):
+        self._build = build
+        self.treedef = None
+        self._flat = None
+
+    def flatten(self, state) -> list:
+        """The state's leaves (the first call fixes the structure and builds the step)."""
+        leaves, treedef = jax.tree.flatten(state)
+        if self.treedef is None:
+            self.treedef, self._flat = treedef, self._build(treedef)
+        elif treedef != self.treedef:
+            raise ValueError("state: expected the structure of the state this step was first "
+                             f"called with, got {treedef}")
+        return leaves
+
+    def flat(self, leaves: list):
+        """One step on the flat state: ``leaves -> (leaves, loss)``."""
+        if self._flat is None:
+            raise ValueError("leaves: call flatten(state) first (it fixes the state's structure)")
+        return self._flat(leaves)
+
+    def unflatten(self, leaves: list):
+        """The state dict of a leaf list from :meth:`flatten` or :meth:`flat`."""
+        return jax.tree.unflatten(self.treedef, leaves)
+
+    def __call__(self, state):
+        leaves, loss = self.flat(self.flatten(state))
+        return self.unflatten(leaves), loss
+
+
+def make_step(graphdef, tx, config: TrainConfig, train_x, batch: int, train_c=None) -> Step:
+    """One jit-compiled training step (a :class:`Step`: ``state -> (state, loss)``, and its
+    flat form for loops). ``tx``, the optimizer of :func:`init_state`, is rebuilt inside the
+    step from the config's values; ``train_c``: the examples' condition ids of a
+    conditional network."""
     del tx
-    step_fn = step_jit(step_body(graphdef, config, batch))
-    base = jax.random.PRNGKey(config.seed)
-    n = jnp.asarray(train_x.shape[0], jnp.int32)
-    hp = hyper(config)
-    return lambda state: step_fn(state, train_x, train_c, n, base, hp)
+    body = step_body(graphdef, config, batch)
+    args = (train_x, train_c, jnp.asarray(train_x.shape[0], jnp.int32),
+            jax.random.PRNGKey(config.seed), hyper(config))
+
+    def build(treedef):
+        step_fn = step_jit(over_leaves(body, treedef))
+        return lambda leaves: step_fn(leaves, *args)
+
+    return Step(build)
 
 
 def evaluated(config: TrainConfig, network):
@@ -360,28 +422,31 @@ def train_and_evaluate(config: TrainConfig, workdir, *, resume: bool = False,
         saved.add(step)
 
     last_row = rows[-1] if rows else None
-    # ``safe`` is the state after the last fully finished step (its evaluation and
-    # checkpoint done): the one an interrupt checkpoints.
-    safe = state
+    # The loop holds the state as its flat leaf list (``Step``); ``safe`` is the one after
+    # the last fully finished step (its evaluation and checkpoint done): the one an
+    # interrupt checkpoints.
+    safe = None
     try:
         if start == 0:
             last_row, state = evaluate_and_log(state)
-            safe = state
+        leaves = safe = step_fn.flatten(state)
         with _progress.bar(config.steps, f"train {config.model}", mode=progress, unit="step",
                            initial=start) as bar:
             for step in range(start, config.steps):
                 _progress.check_interrupt()
-                state, loss = step_fn(state)
+                leaves, loss = step_fn.flat(leaves)
                 now = step + 1
                 if now % config.eval_every == 0 or now == config.steps:
-                    last_row, state = evaluate_and_log(state)
+                    last_row, state = evaluate_and_log(step_fn.unflatten(leaves))
+                    leaves = step_fn.flatten(state)
                 if now % config.ckpt_every == 0 or now == config.steps:
-                    checkpoint(state)
-                safe = state
+                    checkpoint(step_fn.unflatten(leaves))
+                safe = leaves
                 if now % 10 == 0 or now == config.steps:
                     bar.set_postfix(loss=f"{float(loss):.4f}")
                     bar.update(now - bar.n)
     except KeyboardInterrupt:
+        safe = state if safe is None else step_fn.unflatten(safe)
         step = int(safe["step"])
         if step > 0 and step not in saved:  # at step 0 a resumed run simply starts afresh
             try:

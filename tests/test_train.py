@@ -95,13 +95,18 @@ def test_a_lost_interrupt_still_stops_training(tmp_path, monkeypatch):
     def flagging(*args):
         step_fn, calls = make_step(*args), []
 
-        def wrapped(state):
-            calls.append(1)
-            if len(calls) == 3:
-                _progress._interrupted.set()
-            return step_fn(state)
+        def build(treedef):
+            flat = step_fn._build(treedef)  # the compiled flat step
 
-        return wrapped
+            def wrapped(leaves):
+                calls.append(1)
+                if len(calls) == 3:
+                    _progress._interrupted.set()
+                return flat(leaves)
+
+            return wrapped
+
+        return train_mod.Step(build)
 
     config = TrainConfig(train_size=32, batch_size=8, width=16, depth=1, steps=8,
                          eval_every=4, ckpt_every=8, eval_sigmas=3, seed=1)
@@ -124,6 +129,34 @@ def _main(capsys, args):
     capsys.readouterr()
     code = cli.main(["train", *TINY, *args])
     return code, capsys.readouterr().err
+
+
+def test_flat_step_takes_the_steps_of_the_plain_step_body():
+    """``make_step`` runs the step on the state's flat leaf list (``Step``): its steps, by
+    dict or flat, are those of ``step_body`` jitted plainly on the state dict."""
+    config = TrainConfig(train_size=32, batch_size=8, width=16, depth=1, seed=2)
+    ds = train_mod.load_data(config)
+    graphdef, tx, state = train_mod.init_state(config, ds.dim, ds.image_shape)
+    train_x = jnp.asarray(ds.train)
+    step = train_mod.make_step(graphdef, tx, config, train_x, 8)
+    with pytest.raises(ValueError, match="flatten"):
+        step.flat(jax.tree.leaves(state))
+    plain = jax.jit(train_mod.step_body(graphdef, config, 8))
+    args = (train_x, None, jnp.asarray(32, jnp.int32), jax.random.PRNGKey(2),
+            train_mod.hyper(config))
+    ref, by_dict = state, state
+    leaves = step.flatten(state)
+    for _ in range(3):
+        ref, loss_ref = plain(ref, *args)
+        by_dict, loss_dict = step(by_dict)
+        leaves, loss_flat = step.flat(leaves)
+        np.testing.assert_allclose([loss_dict, loss_flat], [loss_ref] * 2, rtol=1e-6)
+    assert int(step.unflatten(leaves)["step"]) == 3
+    for got in (by_dict, step.unflatten(leaves)):
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="structure"):
+        step({k: v for k, v in state.items() if k != "ema"})
 
 
 def test_bad_configuration_exits_2_with_one_line(tmp_path, capsys):
